@@ -1,0 +1,96 @@
+"""The interface every model family implements, and the batched greedy decoder built on it.
+
+A family model is an ``nn.Module`` with three entry points:
+
+* ``forward(input_ids, attention_mask=None) -> logits [B, T, V]`` — parallel pass (loglikelihood).
+* ``prefill(input_ids, attention_mask=None) -> (logits [B, V], cache)`` — logits of the last
+  position and the per-layer recurrent state after reading the whole prompt.
+* ``step(input_ids [B], cache) -> logits [B, V]`` — one new token per row; updates ``cache``.
+
+Padding contract: prompts are **left**-padded and ``attention_mask`` is 1 on real tokens. A pad must
+never reach any state (conv windows, linear-attention sums, SSM states, KV caches), so results do not
+depend on batch size or on which prompts share a batch. Positions (RoPE) count real tokens only.
+
+A cache implements ``select(rows)`` (keep only these batch rows), so finished rows can leave the
+batch. Logits are float32 over the model's padded vocabulary; the decoder masks rows past the
+tokenizer's vocabulary before the argmax.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol, Sequence
+
+import torch
+
+
+class Cache(Protocol):
+    def select(self, rows: torch.Tensor) -> "Cache": ...
+
+
+@dataclass
+class GenerationResult:
+    tokens: list[list[int]]  # generated ids per row (stop text included, cut by the caller)
+    steps: int = 0  # decode steps actually run
+    finished_early: list[bool] = field(default_factory=list)
+
+
+def greedy_generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    max_new_tokens: int,
+    is_done: Optional[Callable[[list[int]], bool]] = None,
+    vocab_limit: Optional[int] = None,
+) -> GenerationResult:
+    """Prefill once, then decode greedily one token per step from the recurrent cache.
+
+    ``is_done(tokens)`` is asked after every step for every active row (stop strings, EOS);
+    finished rows leave the batch (their cache rows are dropped), so a batch costs what its
+    longest answer costs, not ``max_new_tokens`` steps for everyone. Greedy decoding makes this
+    equal to "generate to max length, then cut" for the text before the stop.
+    ``vocab_limit`` masks logits of ids >= limit (padded vocabulary rows).
+    """
+    B = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    if max_new_tokens <= 0:
+        return GenerationResult(out, 0, done)
+    logits, cache = model.prefill(input_ids, attention_mask)
+    active = list(range(B))
+    steps = 0
+    while True:
+        if vocab_limit is not None and logits.shape[-1] > vocab_limit:
+            logits[:, vocab_limit:] = float("-inf")
+        next_ids = logits.argmax(-1)
+        keep = []
+        for j, (row, tok) in enumerate(zip(active, next_ids.tolist())):
+            out[row].append(tok)
+            done[row] = is_done is not None and is_done(out[row])
+            if not done[row] and len(out[row]) < max_new_tokens:
+                keep.append(j)
+        if not keep:
+            return GenerationResult(out, steps, done)
+        if len(keep) < len(active):
+            idx = torch.tensor(keep, device=next_ids.device)
+            active, next_ids, cache = [active[j] for j in keep], next_ids[idx], cache.select(idx)
+        logits = model.step(next_ids, cache)
+        steps += 1
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device=None):
+    """Stack token lists with left padding; returns (input_ids, attention_mask)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        if len(s):
+            ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def positions_from_mask(attention_mask: Optional[torch.Tensor], B: int, T: int, device) -> torch.Tensor:
+    """Per-row position ids that count real tokens only (left pads get position 0)."""
+    if attention_mask is None:
+        return torch.arange(T, device=device).expand(B, T)
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
