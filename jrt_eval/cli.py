@@ -15,7 +15,6 @@ SUBCOMMANDS = {
     "sweep": "jrt_eval.sweep:main",
     "leaderboard": "jrt_eval.leaderboard:main",
     "regress": "jrt_eval.regress:main",
-    "bench": "jrt_eval.bench:main",
 }
 
 
