@@ -102,15 +102,15 @@ class JRTLM(TemplateLM):
         weight_dtype, self._autocast = resolve_dtype(dtype, self.family, self._device, hazy_mamba)
         self.reference_quirks = _as_bool(reference_quirks)
 
-        self.tokenizer_name = resolve_tokenizer_name(tokenizer, self.pretrained)
-        self.tokenizer = load_tokenizer(self.tokenizer_name)
+        self._tokenizer_name = resolve_tokenizer_name(tokenizer, self.pretrained)
+        self.tokenizer = load_tokenizer(self._tokenizer_name)
         opts = {"reference_quirks": self.reference_quirks} if self.family in ("based", "jrt_rnn", "attn") else {}
         self.model = family_module(self.family).load_model(str(folder), device=self._device, dtype=weight_dtype, **opts)
         self.model.eval()
         self.vocab_limit = len(self.tokenizer)
         if self.vocab_limit > self.model.vocab_rows:
             raise ValueError(
-                f"tokenizer {self.tokenizer_name!r} has {self.vocab_limit} tokens but {self.pretrained} has only "
+                f"tokenizer {self._tokenizer_name!r} has {self.vocab_limit} tokens but {self.pretrained} has only "
                 f"{self.model.vocab_rows} embedding rows: wrong tokenizer for this checkpoint?")
 
         self._max_length = int(max_length) if max_length else MAX_LENGTH
@@ -140,6 +140,10 @@ class JRTLM(TemplateLM):
     def device(self):
         return self._device
 
+    @property
+    def tokenizer_name(self) -> str:
+        return self._tokenizer_name
+
     def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, **kwargs) -> list:
         # REF encodes prompts without BOS for every model (reference-tasks.md §5.2)
         return self.tokenizer(string, add_special_tokens=bool(add_special_tokens), verbose=False)["input_ids"]
@@ -152,7 +156,7 @@ class JRTLM(TemplateLM):
             "model_num_parameters": sum(p.numel() for p in self.model.parameters()),
             "model_dtype": self.dtype_name if self._autocast is None else "amp_bf16",
             "jrt_family": self.family,
-            "jrt_tokenizer": self.tokenizer_name,
+            "jrt_tokenizer": self._tokenizer_name,
             "jrt_reference_quirks": self.reference_quirks,
             "jrt_truncated_prompts": self.truncated,
         }
@@ -257,10 +261,11 @@ class JRTLM(TemplateLM):
             if self.family == "jrt_rnn" and not self.reference_quirks:
                 # JRT-RNN's non-causal encoder reads the context only, never the scored continuation
                 call["encoder_lengths"] = torch.tensor(enc_lens, device=self._device)
-            with torch.inference_mode(), self._autocast_ctx():
-                logits = self.model(ids, mask, **call).float()
-            logits[..., self.vocab_limit:] = float("-inf")
-            logprobs = torch.log_softmax(logits, dim=-1)
+            with torch.inference_mode():
+                with self._autocast_ctx():
+                    logits = self.model(ids, mask, **call).float()
+                logits[..., self.vocab_limit:] = float("-inf")
+                logprobs = torch.log_softmax(logits, dim=-1)
             T = ids.shape[1]
             for i, (inp, cont) in enumerate(zip(rows, conts)):
                 n = len(cont)
