@@ -118,22 +118,32 @@ def _layer_sources(config: dict) -> list:
     return out
 
 
-def detect_family(config: dict) -> Optional[str]:
-    """'based' / 'jrt_rnn' / 'attn' for a hazyresearch GPT config.json, else None (never raises)."""
-    try:
-        if not isinstance(config, dict) or "d_model" in config or "ssm_cfg" in config:  # mamba_ssm-style
-            return None
-        if "n_embd" not in config or "n_layer" not in config or config.get("model_type", "gpt2") != "gpt2":
-            return None
-        kinds = {_mixer_kind(v) for _, v in _layer_sources(config)}
-    except (CheckpointError, TypeError, ValueError):
-        return None
+def family_of(config: dict) -> str:
+    """'based' / 'jrt_rnn' / 'attn' for a hazyresearch GPT config.json; CheckpointError saying why not."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"config.json must hold a JSON object, got {type(config).__name__}")
+    if "d_model" in config or "ssm_cfg" in config or config.get("model_type", "gpt2") != "gpt2":
+        raise CheckpointError("config.json is not a hazyresearch GPT config (Based / JRT-RNN / attention): "
+                              f"model_type {config.get('model_type')!r}, mamba_ssm keys {'d_model' in config}")
+    if "n_embd" not in config and "hidden_size" not in config:
+        raise CheckpointError("config.json: required key 'n_embd' is missing (not a GPT2Config?)")
+    kinds = {_mixer_kind(v) for _, v in _layer_sources(config)}
     if "pla" in kinds:
         return "jrt_rnn"
     if kinds & {"la", "conv", "swa"}:
         return "based"
-    # pure MHA: only the hazy baseline's configs carry rms_norm (a stock GPT-2 config does not)
-    return "attn" if config.get("rms_norm") is True else None
+    if config.get("rms_norm") is True:  # pure MHA: the hazy baseline (a stock GPT-2 config has no rms_norm)
+        return "attn"
+    raise CheckpointError("config.json is a plain GPT-2 config (no hazy mixers, no rms_norm), not a "
+                          "hazyresearch Based / JRT-RNN / attention checkpoint")
+
+
+def detect_family(config: dict) -> Optional[str]:
+    """'based' / 'jrt_rnn' / 'attn' for a hazyresearch GPT config.json, else None (never raises)."""
+    try:
+        return family_of(config)
+    except (CheckpointError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _int(config: dict, key: str, where: str = "config.json", aliases=(), default=None) -> int:
@@ -203,12 +213,9 @@ _REQUIRED_FLAGS = {  # key: (REF default when absent, the only value we implemen
 
 
 def parse_config(config: dict, family: Optional[str] = None) -> HazySpec:
-    if not isinstance(config, dict):
-        raise CheckpointError(f"config.json must hold a JSON object, got {type(config).__name__}")
-    family = family or detect_family(config)
+    family = family or family_of(config)
     if family not in FAMILIES:
-        raise CheckpointError("config.json is not a hazyresearch GPT config (Based / JRT-RNN / attention): "
-                              "expected GPT2Config keys (n_embd, n_layer, ...) and hazy mixer dicts or rms_norm")
+        raise ValueError(f"unknown hazy family {family!r}; known: {', '.join(FAMILIES)}")
     for key, (default, want) in _REQUIRED_FLAGS.items():
         got = config.get(key, default)
         if got != want:
@@ -535,8 +542,7 @@ def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.floa
     """Load a hazyresearch Based / JRT-RNN / attention checkpoint (hub id or local folder), strictly."""
     folder = checkpoint_dir(pretrained)
     config = read_config(folder)
-    family = detect_family(config)
-    spec = parse_config(config, family)
+    spec = parse_config(config, family_of(config))
     sd = normalize_state_dict(read_state_dict(folder), spec)
     decay_key = "transformer.decay.decay"
     if config.get("fixed_decay"):
@@ -611,7 +617,7 @@ def tiny_config(family: str, **overrides) -> dict:
 
 
 def random_weights(model: nn.Module, seed: int = 0) -> OrderedDict:
-    """Deterministic random weights with O(1) activations (clear logit margins for greedy tests)."""
+    """Deterministic random weights with O(1) activations in every layer."""
     gen = torch.Generator().manual_seed(seed)
     out = OrderedDict()
     for name, p in model.state_dict().items():
@@ -620,11 +626,13 @@ def random_weights(model: nn.Module, seed: int = 0) -> OrderedDict:
         elif name.endswith(".bias"):
             t = 0.1 * torch.randn(p.shape, generator=gen)
         elif "embeddings" in name or name == "lm_head.weight":
-            t = torch.randn(p.shape, generator=gen)
+            t = 0.25 * torch.randn(p.shape, generator=gen)  # logits ~N(0, 2²): clear greedy margins
         elif name.endswith("conv.conv.weight"):
             t = torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1])
         else:
             t = torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[1])
+            if name.endswith("out_proj.weight") or name.endswith("fc2.weight"):  # REF's residual-branch scaling
+                t = t / math.sqrt(2 * len(model.transformer.layers))
         out[name] = t.to(torch.float32)
     return out
 

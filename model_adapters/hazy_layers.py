@@ -247,15 +247,22 @@ def rope_inv_freq(rotary_dim: int, base: float, device=None) -> torch.Tensor:
 
 
 def rope_cos_sin(positions: torch.Tensor, rotary_dim: int, base: float):
-    """cos/sin tables [..., 1, n_freq] (fp32) for positions [...]; the 1 broadcasts over heads."""
+    """cos/sin tables [..., 1, n_freq] for positions [...]; the 1 broadcasts over heads.
+
+    The angles are fp32 products position·inv_freq exactly as flash-attn's cache builds them (the
+    rounding the checkpoints were trained with); their cos/sin are taken in fp64 (tiny tables)."""
     angles = positions.to(torch.float32)[..., None] * rope_inv_freq(rotary_dim, base, positions.device)
+    angles = angles.double()
     return angles.cos().unsqueeze(-2), angles.sin().unsqueeze(-2)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Non-interleaved rotary on the first 2·n_freq channels of x [..., H, dh] (halves rotated)."""
+    """Non-interleaved rotary on the first 2·n_freq channels of x [..., H, dh] (halves rotated),
+    computed in fp32 (fp64 for fp64 inputs) and returned in x's dtype."""
     n = cos.shape[-1]
-    x1, x2 = x[..., :n].float(), x[..., n:2 * n].float()
+    dt = torch.promote_types(x.dtype, torch.float32)
+    cos, sin = cos.to(dt), sin.to(dt)
+    x1, x2 = x[..., :n].to(dt), x[..., n:2 * n].to(dt)
     rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
     return torch.cat([rotated, x[..., 2 * n:]], dim=-1)
 
