@@ -1,0 +1,43 @@
+"""JRT-RNN prefix linear attention (PLA) on the GPU, from the fused Based kernels.
+
+reference-models.md §3.2: y_t = [Σ_{s≤t} κ(q_t,k_s) v_s + Σ_{s∈enc} κ(q_t,k^e_s) v^e_s] / [same κ sums + ε].
+Equivalently, causal Based attention whose initial state is the encoder state
+S_e = Σ_{s∈enc} φ(k^e_s) v^eᵀ_s, z_e = Σ_{s∈enc} φ(k^e_s) (the reference's ``pla_attention_chunked``).
+
+Two launches (three with sequence segments):
+1. the state-only pass of the chunk kernel over (k_enc, v_enc, enc_mask), non-causal: every chunk
+   adds φ(k^e)ᵀV^e; chunks without an encoder token are skipped (the mask is read, nothing else),
+   so an encoder of M tokens costs M tokens of key/value reads whatever T is;
+2. the Based output pass over (q, k, v, key_mask) starting from (S_e, z_e).
+``enc_mask`` may be any [B, T] pattern (the adapters pass the first M' real tokens of each row).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .reference import DEFAULT_EPS
+from .triton_prefill import based_prefill_triton, state_from_keys_triton, supported  # noqa: F401
+
+
+def pla_prefill_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_enc: torch.Tensor,
+    v_enc: torch.Tensor,
+    enc_mask: torch.Tensor,
+    key_mask: Optional[torch.Tensor] = None,
+    output_final_state: bool = False,
+    eps: float = DEFAULT_EPS,
+    n_seg: Optional[int] = None,
+    config: Optional[dict] = None,
+):
+    """Same contract as ``reference.pla_attention_chunked`` (compact state)."""
+    assert supported(q, k, v) and supported(q, k_enc, v_enc)
+    enc_state = state_from_keys_triton(k_enc, v_enc, enc_mask, n_seg=n_seg, config=config, skip_empty=True)
+    return based_prefill_triton(
+        q, k, v, key_mask=key_mask, initial_state=enc_state, output_final_state=output_final_state,
+        eps=eps, n_seg=n_seg, config=config,
+    )

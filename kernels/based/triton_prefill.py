@@ -1,0 +1,430 @@
+"""Fused Triton prefill for Based linear attention (causal, Taylor feature map fused in).
+
+Math (reference.py, reference-models.md §2.4): κ(q, k) = 1 + s + s²/2 with s = q·k/√f, and
+y_t = Σ_{s≤t} κ_ts v_s / (Σ_{s≤t} κ_ts + ε). f = 16 only (every Based / JRT-RNN checkpoint);
+other feature dims fall back to the reference in ``__init__.py``.
+
+Algorithm, per (batch, head, dv block, sequence segment) program, looping over chunks of BT tokens:
+
+* intra-chunk: A = tril(1 + s + s²/2) ⊙ key_mask with s = (q/√f) kᵀ on tensor cores; numerator
+  A V, denominator rowsum(A). No features at all.
+* inter-chunk: the state holds the 153 symmetric second-order features (reference layout) split
+  into two tensor-core-friendly blocks that are never written to global memory:
+    - block "A" (128 columns): pairs (i, (i+d) mod 16) for d = 0..7, i = 0..15 (the diagonal d = 0
+      and every unordered pair of circular distance 1..7, each exactly once);
+    - block "X" (32 columns): the 16 first-order features, the 8 pairs (i, i+8) of circular
+      distance 8, the constant feature, 7 zero columns.
+  Each feature column is a product P·Q of two "selected" coordinates of q (or k), or of a
+  coordinate and 1. The selections are exact 0/1 matmuls ``q @ Sel`` on tensor cores, so building
+  the [BT, 160] feature tiles costs two small matmuls per block and no gather. Readout
+  ``φ(q) S`` and update ``S += φ(k)ᵀ V`` are then two matmuls per block; the state stays in fp32
+  registers for the whole sequence (operands are cast to the dot dtype, bf16 for 16-bit inputs).
+* segments: with few (batch, head) pairs the sequence is cut into segments of whole chunks; a
+  state-only pass (same kernel, ``COMPUTE_OUT=False``) gives each segment's Σφ(k)vᵀ, a prefix sum
+  over segments (torch, tiny) gives each segment its initial state, then the output pass runs all
+  segments in parallel.
+
+The internal state columns carry their own scaling (q scaled by 1/√f, the diagonal weighted ½ on
+the key side); states cross the kernel boundary in the reference layout ``BasedState(S [B,H,153,dv],
+z [B,H,153])`` fp32, converted row by row at load/store time (`g` factors below).
+
+Masks: ``key_mask [B, T]`` (True = real token) may be any pattern (left padding is the common
+case); a masked key contributes nothing to numerator, denominator or state. A masked query row
+whose visible keys are all masked gets 0 (as the reference: 0 / ε).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .reference import DEFAULT_EPS, BasedState, feature_dim
+
+F_SUPPORTED = 16
+D_COMPACT = feature_dim(F_SUPPORTED)  # 153
+
+
+@triton.jit
+def _sel_tables(F: tl.constexpr, DOT_DTYPE: tl.constexpr):
+    """Selection matrices and per-column weights of the two feature blocks (see module doc)."""
+    rows = tl.arange(0, F)
+    # block A: column r = d*16 + a, pair (a, (a+d) % 16)
+    cA = tl.arange(0, 128)
+    aA = cA % 16
+    dA = cA // 16
+    bA = (aA + dA) % 16
+    selPA = (rows[:, None] == aA[None, :]).to(tl.float32).to(DOT_DTYPE)
+    selQA = (rows[:, None] == bA[None, :]).to(tl.float32).to(DOT_DTYPE)
+    wA = tl.where(dA == 0, 0.5, 1.0)
+    # block X: c < 16 first order (q_c * 1); 16 <= c < 24 pair (c-16, c-8); c == 24 constant
+    cX = tl.arange(0, 32)
+    pX = tl.where(cX < 16, cX, cX - 16)
+    qX = cX - 8
+    selPX = ((rows[:, None] == pX[None, :]) & (cX[None, :] < 24)).to(tl.float32).to(DOT_DTYPE)
+    selQX = ((rows[:, None] == qX[None, :]) & (cX[None, :] >= 16) & (cX[None, :] < 24)).to(tl.float32).to(DOT_DTYPE)
+    bPX = tl.where(cX == 24, 1.0, 0.0)
+    bQX = tl.where((cX < 16) | (cX == 24), 1.0, 0.0)
+    return selPA, selQA, wA, selPX, selQX, bPX, bQX
+
+
+@triton.jit
+def _state_rows(scale):
+    """Reference-layout row of each internal column and the factor g: S_ref[row] = g * S_int[col]."""
+    cA = tl.arange(0, 128)
+    aA = cA % 16
+    dA = cA // 16
+    bA = (aA + dA) % 16
+    lo = tl.minimum(aA, bA)
+    hi = tl.maximum(aA, bA)
+    rowA = 17 + (lo * (31 - lo)) // 2 + hi
+    gA = tl.where(dA == 0, scale * 1.4142135623730951, scale)
+    cX = tl.arange(0, 32)
+    loX = cX - 16
+    pairX = 17 + (loX * (31 - loX)) // 2 + (loX + 8)
+    rowX = tl.where(cX < 16, cX + 1, tl.where(cX < 24, pairX, 0))
+    validX = cX < 25
+    rowX = tl.where(validX, rowX, 0)
+    gX = tl.where(cX < 16, tl.sqrt(scale), tl.where(cX < 24, scale, 1.0))
+    return rowA, gA, rowX, gX, validX
+
+
+@triton.jit
+def _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX,
+            DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (k, v already zeroed at masked positions)."""
+    KA = tl.dot(kd, selPA, input_precision=PRECISION) * tl.dot(kd, selQA, input_precision=PRECISION)
+    KA = KA * wA[None, :]
+    KX = (tl.dot(kd, selPX, input_precision=PRECISION) + bPX[None, :]) * \
+         (tl.dot(kd, selQX, input_precision=PRECISION) + bQX[None, :])
+    KX = KX * m[:, None]
+    SA = tl.dot(tl.trans(KA.to(DOT_DTYPE)), vd, SA, input_precision=PRECISION)
+    SX = tl.dot(tl.trans(KX.to(DOT_DTYPE)), vd, SX, input_precision=PRECISION)
+    zA += tl.sum(KA, 0)
+    zX += tl.sum(KX, 0)
+    return SA, SX, zA, zX
+
+
+@triton.jit
+def _based_chunk_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, m_ptr,
+    si_ptr, zi_ptr, so_ptr, zo_ptr,
+    T, seg_len, H,
+    sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh, smb, smt,
+    si_seg, si_b, si_h, zi_seg, zi_b, zi_h,
+    so_seg, so_b, so_h, zo_seg, zo_b, zo_h,
+    scale, eps,
+    DV: tl.constexpr, BLOCK_DV: tl.constexpr, BT: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
+    COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    F: tl.constexpr = 16
+    pid_v = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+
+    cols_f = tl.arange(0, F)
+    cols_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
+    vmask = cols_v < DV
+    ii = tl.arange(0, BT)
+
+    selPA, selQA, wA, selPX, selQX, bPX, bQX = _sel_tables(F, DOT_DTYPE)
+    rowA, gA, rowX, gX, validX = _state_rows(scale)
+
+    if HAS_INIT:
+        sbase = si_ptr + pid_s * si_seg + b * si_b + h * si_h
+        zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
+        SA = tl.load(sbase + rowA[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
+        SA = SA / gA[:, None]
+        SX = tl.load(sbase + rowX[:, None] * DV + cols_v[None, :],
+                     mask=validX[:, None] & vmask[None, :], other=0.0)
+        SX = SX / gX[:, None]
+        zA = tl.load(zbase + rowA) / gA
+        zX = tl.load(zbase + rowX, mask=validX, other=0.0) / gX
+    else:
+        SA = tl.zeros([128, BLOCK_DV], dtype=tl.float32)
+        SX = tl.zeros([32, BLOCK_DV], dtype=tl.float32)
+        zA = tl.zeros([128], dtype=tl.float32)
+        zX = tl.zeros([32], dtype=tl.float32)
+
+    q_base = q_ptr + b * sqb + h * sqh
+    k_base = k_ptr + b * skb + h * skh
+    v_base = v_ptr + b * svb + h * svh
+    o_base = o_ptr + b * sob + h * soh
+    # seg_len is a whole number of chunks; the last segment may run past T (masked, no effect):
+    # every segment runs the same number of iterations, so this costs no wall time.
+    t_start = pid_s * seg_len
+    for c in range(0, seg_len // BT):
+        offs_t = t_start + c * BT + ii
+        tmask = offs_t < T
+        if HAS_MASK:
+            m = tl.load(m_ptr + b * smb + offs_t.to(tl.int64) * smt, mask=tmask, other=0).to(tl.float32)
+        else:
+            m = tmask.to(tl.float32)
+        offs_t64 = offs_t.to(tl.int64)
+        kf = tl.load(k_base + offs_t64[:, None] * skt + cols_f[None, :], mask=tmask[:, None], other=0.0)
+        kf = kf.to(tl.float32) * m[:, None]
+        kd = kf.to(tl.float32).to(DOT_DTYPE)
+        vf = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
+                     mask=tmask[:, None] & vmask[None, :], other=0.0)
+        vd = (vf.to(tl.float32) * m[:, None]).to(tl.float32).to(DOT_DTYPE)
+
+        if COMPUTE_OUT:
+            qf = tl.load(q_base + offs_t64[:, None] * sqt + cols_f[None, :], mask=tmask[:, None], other=0.0)
+            qd = (qf.to(tl.float32) * scale).to(tl.float32).to(DOT_DTYPE)
+            # inter-chunk readout phi(q) S with the state before this chunk
+            QA = tl.dot(qd, selPA, input_precision=PRECISION) * tl.dot(qd, selQA, input_precision=PRECISION)
+            QX = (tl.dot(qd, selPX, input_precision=PRECISION) + bPX[None, :]) * \
+                 (tl.dot(qd, selQX, input_precision=PRECISION) + bQX[None, :])
+            acc = tl.dot(QX.to(DOT_DTYPE), SX.to(DOT_DTYPE), input_precision=PRECISION)
+            acc = tl.dot(QA.to(DOT_DTYPE), SA.to(DOT_DTYPE), acc, input_precision=PRECISION)
+            den = tl.sum(QX * zX[None, :], 1) + tl.sum(QA * zA[None, :], 1)
+            # intra-chunk quadratic form
+            s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
+            a = 1.0 + s + 0.5 * s * s
+            keep = (ii[:, None] >= ii[None, :]) & (m[None, :] > 0)
+            a = tl.where(keep, a, 0.0)
+            den += tl.sum(a, 1)
+            acc = tl.dot(a.to(DOT_DTYPE), vd, acc, input_precision=PRECISION)
+            out = acc / (den[:, None] + eps)
+            tl.store(o_base + offs_t64[:, None] * sot + cols_v[None, :], out.to(o_ptr.dtype.element_ty),
+                     mask=tmask[:, None] & vmask[None, :])
+
+        # state update with this chunk's keys
+        if SKIP_EMPTY:
+            # state-only pass over a sparse mask (PLA encoder prefix): skip chunks with no key
+            if tl.max(m, 0) > 0:
+                SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX,
+                                         bPX, bQX, DOT_DTYPE, PRECISION)
+        else:
+            SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX,
+                                     bPX, bQX, DOT_DTYPE, PRECISION)
+
+    if WRITE_STATE:
+        sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
+        tl.store(sbase_o + rowA[:, None] * DV + cols_v[None, :], SA * gA[:, None], mask=vmask[None, :])
+        tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
+                 mask=validX[:, None] & vmask[None, :])
+        if pid_v == 0:
+            zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
+            tl.store(zbase_o + rowA, zA * gA)
+            tl.store(zbase_o + rowX, zX * gX, mask=validX)
+
+
+# ----------------------------------------------------------------------------------------- host
+_DOT_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.bfloat16, torch.float32: tl.float32}
+
+
+def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    return (
+        q.dim() == 4 and q.shape[-1] == F_SUPPORTED and k.shape == q.shape
+        and v.shape[:3] == q.shape[:3] and 1 <= v.shape[-1] <= 256
+        and q.dtype in _DOT_DTYPES and k.dtype == q.dtype and v.dtype in _DOT_DTYPES
+    )
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def _default_config(dv: int, dtype: torch.dtype):
+    block_dv = triton.next_power_of_2(dv) if dv <= 64 else 64
+    if dv > 64 and triton.next_power_of_2(dv) == 128 and dv > 96:
+        block_dv = 128
+    return dict(BT=64, BLOCK_DV=max(16, block_dv), num_warps=4, num_stages=2)
+
+
+def interpreting() -> bool:
+    """True when the kernels were built by Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
+    return type(_based_chunk_kernel).__name__ == "InterpretedFunction"
+
+
+def _dot_config(dtype: torch.dtype):
+    """(dot operand dtype, input_precision). fp32 inputs: 3xTF32, about fp32 accuracy on tensor
+    cores (the 0/1 selections stay exact to ~2^-22). 16-bit inputs: bf16 operands (fp16 inputs too:
+    an fp16 copy of a long-sequence state can overflow), fp32 accumulation. Triton's CPU interpreter
+    cannot multiply bf16 (it matmuls the raw uint16 bits), so there every dot runs in fp32."""
+    if interpreting() or dtype == torch.float32:
+        return tl.float32, ("ieee" if interpreting() else "tf32x3")
+    return _DOT_DTYPES[dtype], "ieee"
+
+
+def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, eps,
+            compute_out, skip_empty, cfg):
+    B, _, H, _ = k.shape
+    dv = v.shape[-1]
+    block_dv = cfg["BLOCK_DV"]
+    n_v = triton.cdiv(dv, block_dv)
+    dot_dtype, precision = _dot_config(k.dtype)
+    if q is None:
+        q = k
+    if out is None:
+        out = v  # never written (COMPUTE_OUT=False)
+    m_arg = mask_u8 if mask_u8 is not None else k
+    smb, smt = (mask_u8.stride(0), mask_u8.stride(1)) if mask_u8 is not None else (0, 0)
+
+    def st(x, per_seg):  # state strides (seg, b, h); seg stride 0 = one state shared by all segments
+        if x is None:
+            return (k, 0, 0, 0)
+        if per_seg:
+            return (x, x.stride(0), x.stride(1), x.stride(2))
+        return (x, 0, x.stride(0), x.stride(1))
+
+    init_seg = init is not None and init[0].dim() == 5
+    out_seg = state_out is not None and state_out[0].dim() == 5
+    si, si_seg, si_b, si_h = st(init[0] if init is not None else None, init_seg)
+    zi, zi_seg, zi_b, zi_h = st(init[1] if init is not None else None, init_seg)
+    so, so_seg, so_b, so_h = st(state_out[0] if state_out is not None else None, out_seg)
+    zo, zo_seg, zo_b, zo_h = st(state_out[1] if state_out is not None else None, out_seg)
+    grid = (n_v, n_seg, B * H)
+    _based_chunk_kernel[grid](
+        q, k, v, out, m_arg, si, zi, so, zo,
+        T, seg_len, H,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), smb, smt,
+        si_seg, si_b, si_h, zi_seg, zi_b, zi_h, so_seg, so_b, so_h, zo_seg, zo_b, zo_h,
+        scale, eps,
+        DV=dv, BLOCK_DV=block_dv, BT=cfg["BT"],
+        HAS_MASK=mask_u8 is not None, HAS_INIT=init is not None, WRITE_STATE=state_out is not None,
+        COMPUTE_OUT=compute_out, SKIP_EMPTY=skip_empty,
+        DOT_DTYPE=dot_dtype, PRECISION=precision,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+
+
+def _contig_last(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _mask_u8(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    if mask is None:
+        return None
+    mask = mask.to(torch.bool)
+    if mask.stride(-1) != 1:
+        mask = mask.contiguous()
+    return mask.view(torch.uint8)
+
+
+def pick_segments(B: int, H: int, n_v: int, T: int, BT: int, device: torch.device,
+                  min_seg_tokens: int = 1024) -> int:
+    """Sequence segments so that programs fill the GPU: 1 when B·H·n_v already covers the SMs."""
+    base = B * H * n_v
+    sms = _num_sms(device)
+    if base >= sms:
+        return 1
+    n_chunks = triton.cdiv(T, BT)
+    want = triton.cdiv(2 * sms, base)
+    max_seg = max(1, n_chunks * BT // min_seg_tokens)
+    return max(1, min(want, max_seg, n_chunks))
+
+
+def segment_states(k, v, mask_u8, T, n_seg, seg_len, scale, cfg, skip_empty=False):
+    """Per-segment Σφ(k)vᵀ, Σφ(k) in the reference layout: [n_seg, B, H, D, dv], [n_seg, B, H, D]."""
+    B, _, H, _ = k.shape
+    dv = v.shape[-1]
+    S = torch.empty(n_seg, B, H, D_COMPACT, dv, device=k.device, dtype=torch.float32)
+    z = torch.empty(n_seg, B, H, D_COMPACT, device=k.device, dtype=torch.float32)
+    _launch(None, k, v, None, mask_u8, None, (S, z), T, seg_len, n_seg, scale, 0.0,
+            compute_out=False, skip_empty=skip_empty, cfg=cfg)
+    return S, z
+
+
+def based_prefill_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: Optional[torch.Tensor] = None,
+    initial_state: Optional[BasedState] = None,
+    output_final_state: bool = False,
+    eps: float = DEFAULT_EPS,
+    n_seg: Optional[int] = None,
+    config: Optional[dict] = None,
+    out: Optional[torch.Tensor] = None,
+):
+    """Same contract as ``reference.based_attention_chunked`` (compact state), fused on the GPU.
+
+    ``n_seg`` overrides the number of sequence segments (None: enough to fill the GPU), ``config``
+    the tile config (BT, BLOCK_DV, num_warps, num_stages), ``out`` an output buffer [B, T, H, dv].
+    """
+    assert supported(q, k, v), "based_prefill_triton: f must be 16 and dtypes fp32/bf16/fp16"
+    B, T, H, f = q.shape
+    dv = v.shape[-1]
+    q, k, v = _contig_last(q), _contig_last(k), _contig_last(v)
+    cfg = dict(_default_config(dv, v.dtype), **(config or {}))
+    scale = 1.0 / math.sqrt(f)
+    mask_u8 = _mask_u8(key_mask)
+    if out is None:
+        out = torch.empty(B, T, H, dv, device=v.device, dtype=v.dtype)
+    assert out.shape == (B, T, H, dv) and out.dtype == v.dtype and out.stride(-1) == 1
+    init = None
+    if initial_state is not None:
+        init = (initial_state.S.to(torch.float32).contiguous(), initial_state.z.to(torch.float32).contiguous())
+    n_v = triton.cdiv(dv, cfg["BLOCK_DV"])
+    if n_seg is None:
+        n_seg = pick_segments(B, H, n_v, T, cfg["BT"], q.device)
+    n_chunks = triton.cdiv(T, cfg["BT"])
+    n_seg = max(1, min(n_seg, n_chunks))
+    seg_len = triton.cdiv(n_chunks, n_seg) * cfg["BT"]
+    n_seg = triton.cdiv(T, seg_len)
+
+    if n_seg == 1:
+        state = None
+        if output_final_state:
+            state = (torch.empty(B, H, D_COMPACT, dv, device=v.device, dtype=torch.float32),
+                     torch.empty(B, H, D_COMPACT, device=v.device, dtype=torch.float32))
+        _launch(q, k, v, out, mask_u8, init, state, T, seg_len, 1, scale, eps,
+                compute_out=True, skip_empty=False, cfg=cfg)
+        return out, (BasedState(*state) if output_final_state else None)
+
+    Sseg, zseg = segment_states(k, v, mask_u8, T, n_seg, seg_len, scale, cfg)
+    Sinit = torch.cumsum(Sseg, 0)
+    zinit = torch.cumsum(zseg, 0)
+    final = None
+    if output_final_state:
+        Sf, zf = Sinit[-1].clone(), zinit[-1].clone()
+        if init is not None:
+            Sf += init[0]
+            zf += init[1]
+        final = BasedState(Sf, zf)
+    # exclusive prefix: segment j starts from the sum of segments < j (+ the caller's initial state)
+    Sinit = torch.roll(Sinit, 1, 0)
+    zinit = torch.roll(zinit, 1, 0)
+    Sinit[0] = 0
+    zinit[0] = 0
+    if init is not None:
+        Sinit += init[0]
+        zinit += init[1]
+    _launch(q, k, v, out, mask_u8, (Sinit, zinit), None, T, seg_len, n_seg, scale, eps,
+            compute_out=True, skip_empty=False, cfg=cfg)
+    return out, final
+
+
+def state_from_keys_triton(
+    k: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor] = None,
+    n_seg: Optional[int] = None, config: Optional[dict] = None, skip_empty: bool = True,
+) -> BasedState:
+    """Non-causal Σφ(k)vᵀ, Σφ(k) over the (unmasked) positions (PLA encoder state), reference layout."""
+    B, T, H, f = k.shape
+    dv = v.shape[-1]
+    k, v = _contig_last(k), _contig_last(v)
+    cfg = dict(_default_config(dv, v.dtype), **(config or {}))
+    scale = 1.0 / math.sqrt(f)
+    mask_u8 = _mask_u8(key_mask)
+    n_v = triton.cdiv(dv, cfg["BLOCK_DV"])
+    if n_seg is None:
+        n_seg = pick_segments(B, H, n_v, T, cfg["BT"], k.device)
+    n_chunks = triton.cdiv(T, cfg["BT"])
+    n_seg = max(1, min(n_seg, n_chunks))
+    seg_len = triton.cdiv(n_chunks, n_seg) * cfg["BT"]
+    n_seg = triton.cdiv(T, seg_len)
+    S, z = segment_states(k, v, mask_u8, T, n_seg, seg_len, scale, cfg, skip_empty=skip_empty and mask_u8 is not None)
+    if n_seg == 1:
+        return BasedState(S[0], z[0])
+    return BasedState(S.sum(0), z.sum(0))

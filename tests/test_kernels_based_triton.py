@@ -1,0 +1,193 @@
+"""The Triton kernels of kernels/based against the float64 references.
+
+On a machine without a GPU the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, in a
+child pytest process, see ``test_in_interpreter``; every dot then runs in fp32 because the
+interpreter cannot multiply bf16). With CUDA the same tests run the compiled kernels (bf16 dots for 16-bit
+inputs). Outputs are poisoned with NaN before each run so an unwritten element fails.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Triton's interpreter only works when TRITON_INTERPRET=1 was set before `triton` was first
+# imported (its own library functions, tl.sum etc., are decorated at that moment). In a pytest
+# process that is rarely so, and setting it globally would leak into other test modules, so on a
+# CPU machine the tests below run in a child pytest started with the variable set.
+INTERPRETED = type(triton.language.standard.sum).__name__ == "InterpretedFunction"
+RUN_HERE = DEVICE == "cuda" or INTERPRETED
+here = pytest.mark.skipif(not RUN_HERE, reason="runs in the interpreter subprocess (test_in_interpreter)")
+
+if RUN_HERE:
+    if DEVICE == "cpu":
+        from jrt_eval.kernels.based import interpreter_compat
+
+        interpreter_compat.patch()
+    from jrt_eval.kernels.based import BasedState, based_prefill, based_step, pla_prefill
+    from jrt_eval.kernels.based import reference as R
+    from jrt_eval.kernels.based import triton_decode, triton_pla, triton_prefill
+
+
+@pytest.mark.skipif(RUN_HERE, reason="already running on a GPU or inside the interpreter")
+def test_in_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+F64 = torch.float64
+
+
+TOL = {torch.float32: 2e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+def rel(a, b):
+    a, b = a.double().cpu(), b.double().cpu()
+    assert not torch.isnan(a).any(), "NaN in kernel output (unwritten element?)"
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def make(B, T, H, dv, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(B, T, H, 16, generator=g) for _ in range(2))
+    v = torch.randn(B, T, H, dv, generator=g)
+    return (x.to(dtype).to(DEVICE) for x in (q, k, v))
+
+
+def make_mask(kind, B, T, seed):
+    if kind is None:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    if kind == "left":
+        m = torch.ones(B, T, dtype=torch.bool)
+        for b in range(B):
+            m[b, : (b * T) // (B + 1)] = False
+        m[0, : T // 3] = False
+    else:
+        m = torch.rand(B, T, generator=g) > 0.3
+    return m.to(DEVICE)
+
+
+def ref64(x):
+    return x.double().cpu()
+
+
+@here
+@pytest.mark.parametrize(
+    "B,T,H,dv,dtype,mask,n_seg,init,BT",
+    [
+        (2, 1, 2, 16, torch.float32, None, 1, False, 64),
+        (2, 37, 2, 16, torch.float32, "left", 1, False, 16),
+        (1, 130, 2, 64, torch.float32, "random", 1, True, 64),
+        (2, 200, 1, 32, torch.float32, "left", 3, True, 32),
+        (1, 100, 2, 64, torch.bfloat16, "left", 2, False, 32),
+        (1, 70, 1, 112, torch.float16, None, 1, True, 64),
+    ],
+)
+def test_prefill_matches_reference(B, T, H, dv, dtype, mask, n_seg, init, BT):
+    q, k, v = make(B, T, H, dv, dtype, seed=T + dv)
+    km = make_mask(mask, B, T, seed=T)
+    st = None
+    if init:
+        g = torch.Generator().manual_seed(7)
+        s0 = R.state_from_keys(torch.randn(B, 9, H, 16, generator=g, dtype=F64),
+                               torch.randn(B, 9, H, dv, generator=g, dtype=F64))
+        st = BasedState(s0.S.float().to(DEVICE), s0.z.float().to(DEVICE))
+    out = torch.full((B, T, H, dv), float("nan"), dtype=dtype, device=DEVICE)
+    o, s = triton_prefill.based_prefill_triton(
+        q, k, v, key_mask=km, initial_state=st, output_final_state=True, n_seg=n_seg,
+        config={"BT": BT}, out=out,
+    )
+    assert o.data_ptr() == out.data_ptr()
+    ist = None if st is None else BasedState(ref64(st.S), ref64(st.z))
+    kmc = None if km is None else km.cpu()
+    oref, sref = R.based_attention_chunked(ref64(q), ref64(k), ref64(v), key_mask=kmc, initial_state=ist,
+                                           output_final_state=True)
+    assert rel(o, oref) < TOL[dtype]
+    assert s.S.dtype == torch.float32 and s.S.shape == (B, H, 153, dv) and s.z.shape == (B, H, 153)
+    stol = 2e-5 if dtype == torch.float32 else 1e-3  # 16-bit: inputs are exact, products in fp32
+    assert rel(s.S, sref.S) < stol
+    assert rel(s.z, sref.z) < stol
+    if st is not None:  # the caller's initial state is left alone
+        assert rel(st.S, ist.S) == 0
+
+
+@here
+def test_state_pass_with_sparse_mask():
+    """Encoder state (non-causal Σφ(k)vᵀ) over a mask that leaves whole chunks empty (skipped)."""
+    B, T, H, dv = 2, 150, 2, 32
+    _, k, v = make(B, T, H, dv, torch.float32, seed=11)
+    m = torch.zeros(B, T, dtype=torch.bool)
+    m[0, 3:20] = True
+    m[1, 70:75] = True
+    m = m.to(DEVICE)
+    for n_seg in (1, 3):
+        st = triton_prefill.state_from_keys_triton(k, v, m, n_seg=n_seg, config={"BT": 32})
+        want = R.state_from_keys(ref64(k), ref64(v), m.cpu())
+        assert rel(st.S, want.S) < 2e-5 and rel(st.z, want.z) < 2e-5
+
+
+@here
+@pytest.mark.parametrize("T,M,dtype", [(40, 64, torch.float32), (90, 32, torch.float32), (90, 32, torch.bfloat16)])
+def test_pla_matches_quadratic(T, M, dtype):
+    B, H, dv = 2, 2, 32
+    q, k, v = make(B, T, H, dv, dtype, seed=T + M)
+    _, ke, ve = make(B, T, H, dv, dtype, seed=T + M + 1)
+    km = torch.ones(B, T, dtype=torch.bool)
+    km[1, :7] = False
+    pos = torch.cumsum(km.long(), 1) - 1
+    enc = km & (pos < M)
+    km, enc = km.to(DEVICE), enc.to(DEVICE)
+    o, st = triton_pla.pla_prefill_triton(q, k, v, ke, ve, enc, key_mask=km, output_final_state=True,
+                                          config={"BT": 32})
+    args = [ref64(x) for x in (q, k, v, ke, ve)]
+    want = R.pla_attention_quadratic(*args, enc.cpu(), key_mask=km.cpu())
+    assert rel(o, want) < TOL[dtype]
+    _, wst = R.pla_attention_chunked(*args, enc.cpu(), key_mask=km.cpu(), output_final_state=True)
+    assert rel(st.S, wst.S) < (2e-5 if dtype == torch.float32 else 1e-3)
+
+
+@here
+@pytest.mark.parametrize("B,H,dv,dtype,double", [(2, 3, 64, torch.float32, False), (1, 2, 112, torch.bfloat16, True),
+                                                 (3, 1, 16, torch.float16, False)])
+def test_decode_step_matches_reference(B, H, dv, dtype, double):
+    g = torch.Generator().manual_seed(dv)
+    s0 = R.state_from_keys(torch.randn(B, 9, H, 16, generator=g, dtype=F64),
+                           torch.randn(B, 9, H, dv, generator=g, dtype=F64))
+    mine = BasedState(s0.S.float().to(DEVICE), s0.z.float().to(DEVICE))
+    ref = BasedState(s0.S.clone(), s0.z.clone())
+    for _ in range(3):
+        q, k, v = (torch.randn(B, H, n, generator=g).to(dtype).to(DEVICE) for n in (16, 16, dv))
+        y = triton_decode.based_step_triton(q, k, v, mine, double_add_kv=double)
+        yr = R.based_decode_step(ref64(q), ref64(k), ref64(v), ref, double_add_kv=double)
+        assert y.dtype == dtype and rel(y, yr) < TOL[dtype]
+    assert rel(mine.S, ref.S) < 1e-6 and rel(mine.z, ref.z) < 1e-6
+
+
+@here
+def test_prefill_decode_handoff_through_dispatch():
+    """Triton prefill -> Triton steps equal one quadratic pass over the whole sequence (§10.8)."""
+    B, n, steps, H, dv = 2, 45, 4, 2, 16
+    q, k, v = make(B, n + steps, H, dv, torch.float32, seed=5)
+    km = torch.ones(B, n + steps, dtype=torch.bool)
+    km[1, :10] = False
+    km = km.to(DEVICE)
+    full = R.based_attention_quadratic(ref64(q), ref64(k), ref64(v), km.cpu())
+    o, st = based_prefill(q[:, :n], k[:, :n], v[:, :n], key_mask=km[:, :n], output_final_state=True, impl="triton")
+    assert rel(o, full[:, :n]) < 2e-5
+    for t in range(n, n + steps):
+        y = based_step(q[:, t], k[:, t], v[:, t], st, impl="triton")
+        assert rel(y, full[:, t]) < 2e-5
+    enc = (torch.arange(n + steps, device=DEVICE) < 8).expand(B, -1) & km
+    o2, _ = pla_prefill(q, k, v, k, v, enc, key_mask=km, impl="triton")
+    want = R.pla_attention_quadratic(*(ref64(x) for x in (q, k, v, k, v)), enc.cpu(), key_mask=km.cpu())
+    assert rel(o2, want) < 2e-5
