@@ -1,0 +1,122 @@
+"""Recurrent-mixer kernels for Mamba, Mamba-2 and GLA, each beside a plain-PyTorch reference.
+
+* ``reference.py`` — literal step-by-step recurrences (the ground truth of the tests).
+* ``scan.py`` — production PyTorch paths (CPU; GPU fallback): blocked selective scan, chunked SSD, chunked GLA.
+* ``selective_scan.py`` — Triton: Mamba-1 prefill scan and decode state update; ``gla_step.py`` — Triton:
+  GLA decode step (imported lazily; they need ``triton``, which the CPU install does not have).
+* GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
+  0.6.0) is installed.
+
+The dispatchers below pick Triton on CUDA tensors when it imports, else PyTorch. ``backend`` forces one:
+"auto" | "triton" | "torch".
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+from .scan import causal_conv1d, conv_tail, gla_chunked, selective_scan_torch, ssd_chunked
+
+__all__ = ["causal_conv1d", "conv_tail", "fla_usable", "gla_chunked", "gla_prefill", "gla_step", "selective_scan",
+           "selective_state_update", "ssd_chunked", "triton_usable"]
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _fla_importable() -> bool:
+    if not _triton_importable() or importlib.util.find_spec("fla") is None:
+        return False
+    try:
+        from fla.ops.gla import chunk_gla, fused_recurrent_gla  # noqa: F401
+    except Exception:  # a broken install: use our own path
+        return False
+    return True
+
+
+def fla_usable(t: torch.Tensor) -> bool:
+    """fla's GLA kernels run on CUDA tensors when flash-linear-attention (fla-core) imports."""
+    return t.is_cuda and _fla_importable()
+
+
+def triton_usable(t: torch.Tensor) -> bool:
+    """Triton kernels run on CUDA tensors when triton is installed."""
+    return t.is_cuda and _triton_importable()
+
+
+def _use_triton(t: torch.Tensor, backend: str) -> bool:
+    if backend == "torch":
+        return False
+    if backend == "triton":
+        if not _triton_importable():
+            raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
+        return True
+    if backend != "auto":
+        raise ValueError(f"unknown kernel backend {backend!r}; use auto, triton or torch")
+    return triton_usable(t)
+
+
+def selective_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None,
+                   backend: str = "auto", out_dtype=None):
+    """Mamba-1 scan with softplus(dt + dt_bias); returns ``(y [b, T, d], final state [b, d, n] float32)``."""
+    if _use_triton(x, backend):
+        from .selective_scan import selective_scan_triton
+
+        return selective_scan_triton(x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, mask=mask,
+                                     initial_state=initial_state, out_dtype=out_dtype)
+    y, h = selective_scan_torch(x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, mask=mask, initial_state=initial_state)
+    return y.to(out_dtype or x.dtype), h.float() if h.dtype != torch.float64 else h
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, backend: str = "auto"):
+    """One Mamba-1 decode step; updates ``state [b, d, n]`` (float32) in place and returns ``y [b, d]``."""
+    if _use_triton(x, backend):
+        from .selective_scan import selective_state_update_triton
+
+        return selective_state_update_triton(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias)
+    wd = state.dtype
+    delta = torch.nn.functional.softplus(dt.to(wd) + (dt_bias.to(wd) if dt_bias is not None else 0.0))
+    xf = x.to(wd)
+    state.mul_(torch.exp(delta[:, :, None] * A)).add_((delta * xf)[:, :, None] * B.to(wd)[:, None, :])
+    y = (state @ C.to(wd)[:, :, None]).squeeze(-1)
+    if D is not None:
+        y = y + D * xf
+    if z is not None:
+        y = y * torch.nn.functional.silu(z.to(wd))
+    return y.to(x.dtype)
+
+
+def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto"):
+    """GLA over a prompt: ``q, k, gk: [b, T, h, K]``, ``v: [b, T, h, V]``, ``gk`` the log forget gate.
+    Returns ``(o [b, T, h, V], final state [b, h, K, V] float32)``. ``backend``: auto | fla | torch."""
+    if backend not in ("auto", "fla", "torch"):
+        raise ValueError(f"unknown GLA backend {backend!r}; use auto, fla or torch")
+    if backend == "fla" or (backend == "auto" and fla_usable(q)):
+        from fla.ops.gla import chunk_gla, fused_recurrent_gla
+
+        if mask is not None:  # a pad adds nothing and does not decay the state
+            m = mask.to(k.dtype)[:, :, None, None]
+            k = k * m
+            gk = gk * mask.to(gk.dtype)[:, :, None, None]
+        if q.shape[1] <= 64:  # what fla's own layer does for short inputs
+            o, state = fused_recurrent_gla(q, k, v, gk=gk, scale=scale, output_final_state=True)
+        else:
+            o, state = chunk_gla(q, k, v, gk, scale=scale, output_final_state=True)
+        return o, state.float()
+    return gla_chunked(q, k, v, gk, scale=scale, mask=mask)
+
+
+def gla_step(state, q, k, v, gk, scale: float, backend: str = "auto"):
+    """One GLA decode step on ``state [b, h, K, V]`` float32 (in place); ``q, k, gk: [b, h, K]``, ``v: [b, h, V]``.
+    Returns ``o [b, h, V]`` float32."""
+    if _use_triton(state, backend):
+        from .gla_step import gla_step_triton
+
+        return gla_step_triton(state, q, k, v, gk, scale)
+    state.mul_(torch.exp(gk.float())[..., None]).add_(k.float()[..., None] * v.float()[..., None, :])
+    return (q.float()[:, :, None, :] * scale @ state).squeeze(2)

@@ -1,0 +1,401 @@
+"""Mamba-2 (state-spaces/mamba2-*): mamba_ssm-format checkpoints on transformers' ``Mamba2ForCausalLM``,
+with our own memory-bounded prefill and lean decode behind the jrt-eval interface (base.py).
+
+Format (reference-models.md §6.1): ``config.json`` ``{d_model, d_intermediate: 0, n_layer, vocab_size,
+ssm_cfg: {"layer": "Mamba2", ...}, attn_layer_idx: [], rms_norm, residual_in_fp32, fused_add_norm,
+pad_vocab_size_multiple: 16, tie_embeddings: true}`` and ``pytorch_model.bin``; transformers-format folders
+(``model_type: "mamba2"``) load too. The conversion overrides every transformers default that differs from
+mamba_ssm's Mamba2 (§9): ``n_groups`` = ngroups (1, not 8), tied embeddings, padded vocabulary rows (50288),
+``num_heads = expand·d_model / headdim``, ``head_dim`` 64, ``state_size`` 128, ``chunk_size`` 256, the conv
+kernel, biases and ``dt_limit`` — all read from ``ssm_cfg`` with mamba_ssm's defaults. transformers' gated norm
+is gate-then-norm = mamba_ssm's ``norm_before_gate=False`` (the released checkpoints); other variants
+(``norm_before_gate``, ``D_has_hdim``, ``d_ssm < d_inner``, no ``rmsnorm``) are refused by name.
+
+Compute paths (``impl``): ``"fast"`` (default) — chunked SSD in PyTorch one chunk at a time
+(``kernels/mamba/scan.py``: peak memory a few ``[b, heads, 256, 256]`` tensors, where transformers' fallback
+broadcasts a ``[b, chunks, 256, 256, heads, head_dim]`` product, ~96 GiB at batch 32 × 1900 tokens), LM head
+on the last position only, decode replayed as a CUDA graph on GPU; ``"hf"`` — transformers' own forward/cache.
+Padding: pads are zeroed before the conv and get Δ = 0 (no decay, no input): left padding is exact.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, ssd_chunked
+
+from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
+from .mamba import HFCache, cast_model
+from .ssm_common import (
+    RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab, resolve_tied_head, rms_norm,
+    strip_lightning,
+)
+
+log = logging.getLogger("jrt_eval")
+
+# mamba_ssm modules/mamba2.py Mamba2.__init__: settable through ssm_cfg (defaults) / init-only arguments
+_SSM_DEFAULTS = {"d_state": 128, "d_conv": 4, "expand": 2, "headdim": 64, "ngroups": 1, "bias": False,
+                 "conv_bias": True, "chunk_size": 256, "dt_limit": [0.0, float("inf")], "rmsnorm": True,
+                 "norm_before_gate": False, "D_has_hdim": False, "d_ssm": None}
+_SSM_INIT_ONLY = {"conv_init", "A_init_range", "dt_min", "dt_max", "dt_init_floor", "use_mem_eff_path", "layer",
+                  "process_group", "sequence_parallel"}
+NORM_EPS = 1e-5  # MixerModel norm_epsilon and Mamba2's RMSNormGated eps (both fixed in mamba_ssm)
+FP32_PARAMS = ("A_log", "mixer.D", "dt_bias")
+
+
+@dataclass(frozen=True)
+class Mamba2Spec:
+    d_model: int
+    n_layer: int
+    vocab_size: int
+    vocab_rows: int
+    d_state: int = 128
+    d_conv: int = 4
+    expand: int = 2
+    headdim: int = 64
+    ngroups: int = 1
+    bias: bool = False
+    conv_bias: bool = True
+    chunk_size: int = 256
+    dt_limit: tuple = (0.0, float("inf"))
+    eps: float = NORM_EPS
+    residual_in_fp32: bool = True
+    tie: bool = True
+    fmt: str = "mamba_ssm"
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def nheads(self) -> int:
+        return self.d_inner // self.headdim
+
+    @property
+    def conv_dim(self) -> int:
+        return self.d_inner + 2 * self.ngroups * self.d_state
+
+
+# ===================================================================================== config
+def detect(config: dict) -> bool:
+    """A Mamba-2 config.json: mamba_ssm format with ``ssm_cfg.layer == "Mamba2"`` or transformers' ``mamba2``."""
+    if not isinstance(config, dict):
+        return False
+    if config.get("model_type") == "mamba2":
+        return True
+    ssm = config.get("ssm_cfg")
+    return "d_model" in config and isinstance(ssm, dict) and ssm.get("layer") == "Mamba2"
+
+
+def _limit(value, where) -> tuple:
+    if value is None:
+        return (0.0, float("inf"))
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise CheckpointError(f"{where}: dt_limit must be [min, max], got {value!r}")
+    lo, hi = (float(v) for v in value)
+    if not 0.0 <= lo < hi:
+        raise CheckpointError(f"{where}: dt_limit {value!r} is not an interval of non-negative values")
+    return (lo, hi)
+
+
+def parse_config(config: dict, where: str = "config.json") -> Mamba2Spec:
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where} must hold a JSON object, got {type(config).__name__}")
+    if config.get("model_type") == "mamba2":
+        return _parse_hf(config, where)
+    if not detect(config):
+        raise CheckpointError(f"{where} is not a Mamba-2 config (needs d_model and ssm_cfg.layer 'Mamba2', or "
+                              f"model_type 'mamba2')")
+    ssm = config["ssm_cfg"]
+    unknown = sorted(set(ssm) - set(_SSM_DEFAULTS) - _SSM_INIT_ONLY)
+    if unknown:
+        raise CheckpointError(f"{where}: unsupported Mamba2 ssm_cfg keys {unknown}")
+    s = {**_SSM_DEFAULTS, **ssm}
+    sw = f"{where} ssm_cfg"
+    for key, ok in (("rmsnorm", True), ("norm_before_gate", False), ("D_has_hdim", False)):
+        if cfg_bool(s, key, ok, sw) != ok:
+            raise CheckpointError(f"{sw}: {key}={s[key]!r} is not supported (the released Mamba-2 use {ok})")
+    if not cfg_bool(config, "rms_norm", True, where):
+        raise CheckpointError(f"{where}: rms_norm false (LayerNorm blocks) is not supported")
+    if cfg_int(config, "d_intermediate", 0, where, minimum=0):
+        raise CheckpointError(f"{where}: d_intermediate > 0 (Mamba-2 blocks with MLPs) is not supported")
+    if config.get("attn_layer_idx"):
+        raise CheckpointError(f"{where}: attn_layer_idx {config['attn_layer_idx']} (hybrid attention) is not supported")
+    d_model = cfg_int(config, "d_model", where=where)
+    expand, headdim = cfg_int(s, "expand", where=sw), cfg_int(s, "headdim", where=sw)
+    if s["d_ssm"] is not None and s["d_ssm"] != expand * d_model:
+        raise CheckpointError(f"{sw}: d_ssm {s['d_ssm']} < d_inner (SSM on part of the channels) is not supported")
+    if (expand * d_model) % headdim:
+        raise CheckpointError(f"{sw}: d_inner {expand * d_model} is not a multiple of headdim {headdim}")
+    ngroups = cfg_int(s, "ngroups", where=sw)
+    if ((expand * d_model) // headdim) % ngroups:
+        raise CheckpointError(f"{sw}: {(expand * d_model) // headdim} heads do not split into {ngroups} groups")
+    vocab = cfg_int(config, "vocab_size", where=where)
+    return Mamba2Spec(
+        d_model=d_model, n_layer=cfg_int(config, "n_layer", where=where), vocab_size=vocab,
+        vocab_rows=padded_vocab(vocab, cfg_int(config, "pad_vocab_size_multiple", 1, where)),
+        d_state=cfg_int(s, "d_state", where=sw), d_conv=cfg_int(s, "d_conv", where=sw), expand=expand,
+        headdim=headdim, ngroups=ngroups, bias=cfg_bool(s, "bias", False, sw),
+        conv_bias=cfg_bool(s, "conv_bias", True, sw), chunk_size=cfg_int(s, "chunk_size", where=sw),
+        dt_limit=_limit(s["dt_limit"], sw), eps=cfg_float(config, "norm_epsilon", NORM_EPS, where),
+        residual_in_fp32=cfg_bool(config, "residual_in_fp32", True, where),
+        tie=cfg_bool(config, "tie_embeddings", True, where), fmt="mamba_ssm",
+    )
+
+
+def _parse_hf(config: dict, where: str) -> Mamba2Spec:
+    d_model = cfg_int(config, "hidden_size", where=where)
+    expand, headdim = cfg_int(config, "expand", 2, where), cfg_int(config, "head_dim", 64, where)
+    nheads = cfg_int(config, "num_heads", where=where)
+    if nheads * headdim != expand * d_model:
+        raise CheckpointError(f"{where}: num_heads {nheads} × head_dim {headdim} != expand × hidden_size "
+                              f"{expand * d_model}")
+    vocab = cfg_int(config, "vocab_size", where=where)
+    return Mamba2Spec(
+        d_model=d_model, n_layer=cfg_int(config, "num_hidden_layers", where=where), vocab_size=vocab, vocab_rows=vocab,
+        d_state=cfg_int(config, "state_size", 128, where), d_conv=cfg_int(config, "conv_kernel", 4, where),
+        expand=expand, headdim=headdim, ngroups=cfg_int(config, "n_groups", 8, where),
+        bias=cfg_bool(config, "use_bias", False, where), conv_bias=cfg_bool(config, "use_conv_bias", True, where),
+        chunk_size=cfg_int(config, "chunk_size", 256, where),
+        dt_limit=_limit(config.get("time_step_limit"), where),
+        eps=cfg_float(config, "layer_norm_epsilon", NORM_EPS, where),
+        residual_in_fp32=cfg_bool(config, "residual_in_fp32", True, where),
+        tie=cfg_bool(config, "tie_word_embeddings", False, where), fmt="hf",
+    )
+
+
+def hf_config(spec: Mamba2Spec):
+    """transformers ``Mamba2Config`` with every architecture value set from ``spec``."""
+    from transformers import Mamba2Config
+
+    return Mamba2Config(
+        vocab_size=spec.vocab_rows, hidden_size=spec.d_model, num_hidden_layers=spec.n_layer,
+        num_heads=spec.nheads, head_dim=spec.headdim, state_size=spec.d_state, expand=spec.expand,
+        conv_kernel=spec.d_conv, n_groups=spec.ngroups, use_bias=spec.bias, use_conv_bias=spec.conv_bias,
+        hidden_act="silu", chunk_size=spec.chunk_size, time_step_limit=tuple(spec.dt_limit),
+        layer_norm_epsilon=spec.eps, residual_in_fp32=spec.residual_in_fp32, tie_word_embeddings=spec.tie,
+        pad_token_id=None, bos_token_id=None, eos_token_id=None,
+    )
+
+
+def convert_state_dict(sd: dict, spec: Mamba2Spec, where: str = "checkpoint") -> dict:
+    """mamba_ssm / transformers keys → transformers' ``Mamba2ForCausalLM`` keys (tied head resolved)."""
+    if any(k.startswith("model.") for k in sd) or any("metrics" in k for k in sd):
+        sd = strip_lightning(sd)
+    out = OrderedDict()
+    for k, v in sd.items():
+        if k.startswith("backbone.embedding."):
+            k = "backbone.embeddings." + k[len("backbone.embedding."):]
+        out[k] = v
+    resolve_tied_head(out, "backbone.embeddings.weight", "lm_head.weight", spec.tie, where)
+    return out
+
+
+def _expected_shapes(spec: Mamba2Spec) -> dict:
+    from transformers import Mamba2ForCausalLM
+
+    with torch.device("meta"):
+        ref = Mamba2ForCausalLM(hf_config(spec))
+    return {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+
+
+def gated_rms_norm(y, z, weight, eps: float, groups: int, out_dtype):
+    """mamba_ssm RMSNormGated with norm_before_gate=False: ``g = y ⊙ silu(z)``, RMS-normalised per group."""
+    g = y.float() * F.silu(z.float())
+    shape = g.shape
+    g = g.view(*shape[:-1], groups, shape[-1] // groups)
+    g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)
+    return (g.view(shape) * weight.float()).to(out_dtype)
+
+
+# ===================================================================================== model
+class Mamba2LM(RecurrentLM):
+    family = "mamba2"
+
+    def __init__(self, spec: Mamba2Spec, config: Optional[dict] = None, impl: str = "fast"):
+        super().__init__()
+        from transformers import Mamba2ForCausalLM
+
+        if impl not in ("fast", "hf"):
+            raise ValueError(f"impl must be 'fast' or 'hf', got {impl!r}")
+        self.spec = spec
+        self.config = dict(config or {})
+        self.vocab_rows = spec.vocab_rows
+        self.impl = impl
+        self.hf = Mamba2ForCausalLM(hf_config(spec))
+
+    def _mixer(self, m, h, mask, want_state):
+        s = self.spec
+        b, T, _ = h.shape
+        z, xBC, dt = torch.split(m.in_proj(h), [s.d_inner, s.conv_dim, s.nheads], dim=-1)
+        if mask is not None:
+            xBC = xBC * mask[..., None].to(xBC.dtype)
+        xBCc = causal_conv1d(xBC, m.conv1d.weight[:, 0], m.conv1d.bias)
+        x, B, C = torch.split(xBCc, [s.d_inner, s.ngroups * s.d_state, s.ngroups * s.d_state], dim=-1)
+        y, S = ssd_chunked(
+            x.reshape(b, T, s.nheads, s.headdim), dt, -torch.exp(m.A_log.float()),
+            B.reshape(b, T, s.ngroups, s.d_state), C.reshape(b, T, s.ngroups, s.d_state), s.chunk_size,
+            D=m.D.float(), dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit, mask=mask,
+        )
+        y = gated_rms_norm(y.reshape(b, T, s.d_inner), z, m.norm.weight, s.eps, s.ngroups, h.dtype)
+        state = {"conv": conv_tail(xBC, s.d_conv), "ssm": S.float().contiguous()} if want_state else None
+        return m.out_proj(y), state
+
+    def _prefill_core(self, input_ids, mask, want_state, last_only):
+        if self.impl == "hf":
+            out = self.hf(input_ids=input_ids, attention_mask=mask, use_cache=want_state,
+                          logits_to_keep=1 if last_only else 0)
+            return out.logits, (HFCache(out.cache_params) if want_state else None)
+        bb, s = self.hf.backbone, self.spec
+        dtype = bb.embeddings.weight.dtype
+        resid = bb.embeddings(input_ids)
+        resid = resid.float() if s.residual_in_fp32 else resid
+        states = []
+        for blk in bb.layers:
+            out, st = self._mixer(blk.mixer, rms_norm(resid, blk.norm.weight, s.eps, dtype), mask, want_state)
+            resid = resid + out
+            states.append(st)
+        if last_only:
+            resid = resid[:, -1:]
+        return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)), states
+
+    def _step_core(self, ids, layers):
+        bb, s = self.hf.backbone, self.spec
+        dtype = bb.embeddings.weight.dtype
+        Bn, G, H, P, N = ids.shape[0], s.ngroups, s.nheads, s.headdim, s.d_state
+        resid = bb.embeddings(ids)
+        resid = resid.float() if s.residual_in_fp32 else resid
+        for blk, st in zip(bb.layers, layers):
+            m = blk.mixer
+            z, xBC, dt = torch.split(m.in_proj(rms_norm(resid, blk.norm.weight, s.eps, dtype)),
+                                     [s.d_inner, s.conv_dim, s.nheads], dim=-1)
+            conv = st["conv"]
+            window = torch.cat([conv, xBC[:, :, None]], dim=-1)
+            conv.copy_(window[:, :, 1:])
+            xc = (window.float() * m.conv1d.weight[:, 0].float()).sum(-1)
+            if m.conv1d.bias is not None:
+                xc = xc + m.conv1d.bias.float()
+            xc = F.silu(xc)
+            x, B, C = torch.split(xc, [s.d_inner, G * N, G * N], dim=-1)
+            delta = F.softplus(dt.float() + m.dt_bias.float())
+            if tuple(s.dt_limit) != (0.0, float("inf")):
+                delta = delta.clamp(s.dt_limit[0], s.dt_limit[1])
+            x = x.to(dtype).float().view(Bn, H, P)  # the prefill scan reads x in the model dtype too
+            S = st["ssm"].view(Bn, G, H // G, P, N)
+            S.mul_(torch.exp(delta * -torch.exp(m.A_log.float())).view(Bn, G, H // G, 1, 1))
+            S.add_((delta[..., None] * x).view(Bn, G, H // G, P, 1) * B.to(dtype).float().view(Bn, G, 1, 1, N))
+            y = (S @ C.to(dtype).float().view(Bn, G, 1, N, 1)).view(Bn, H, P) + m.D.float()[:, None] * x
+            y = gated_rms_norm(y.reshape(Bn, s.d_inner), z, m.norm.weight, s.eps, G, dtype)
+            resid = resid + m.out_proj(y)
+        return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
+
+    @torch.inference_mode()
+    def step(self, input_ids, cache):
+        if isinstance(cache, HFCache):
+            out = self.hf(input_ids=input_ids.reshape(-1, 1), cache_params=cache.cache, use_cache=True)
+            return out.logits[:, -1].float()
+        return super().step(input_ids, cache)
+
+
+# ===================================================================================== loading
+def build_model(spec: Mamba2Spec, config: Optional[dict] = None, device=None, **opts) -> Mamba2LM:
+    with torch.device(device or "cpu"):
+        return Mamba2LM(spec, config, **opts)
+
+
+def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.float32, impl: str = "fast",
+               cuda_graphs: bool = True, max_length: int = 2048) -> Mamba2LM:
+    """Load a Mamba-2 checkpoint (hub id or folder; mamba_ssm or transformers format), strictly."""
+    folder = checkpoint_dir(pretrained)
+    config = read_config(folder)
+    spec = parse_config(config, f"{folder}/config.json")
+    sd = convert_state_dict(read_state_dict(folder), spec, str(folder))
+    check_state_dict(_expected_shapes(spec), sd, str(folder))
+    model = build_model(spec, config, device="meta", impl=impl)
+    model.hf.load_state_dict(sd, strict=True, assign=True)
+    if spec.tie:
+        model.hf.lm_head.weight = model.hf.backbone.embeddings.weight
+    model.cuda_graphs = cuda_graphs
+    model.max_length = max_length
+    cast_model(model, device, dtype)
+    if dtype != torch.float32:
+        for name, p in model.named_parameters():
+            if name.endswith(FP32_PARAMS):
+                p.data = p.data.float()
+    return model.eval()
+
+
+# ===================================================================================== tiny checkpoints
+def tiny_config(**overrides) -> dict:
+    """A small config.json with state-spaces/mamba2-130m's keys (vocab 50277 → 50288 rows, GPT-NeoX);
+    ``ssm_cfg`` sets small widths (headdim 16, d_state 16, chunk 16) so that tests cross chunk borders."""
+    cfg = {"d_model": 64, "d_intermediate": 0, "n_layer": 3, "vocab_size": 50277,
+           "ssm_cfg": {"layer": "Mamba2", "d_state": 16, "headdim": 16, "chunk_size": 16},
+           "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
+           "pad_vocab_size_multiple": 16, "tie_embeddings": True}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def random_mamba2_weights(spec: Mamba2Spec, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+    """Deterministic random weights (transformers names) with mamba_ssm-like magnitudes: A in [1, 16],
+    Δ in [1e-3, 1e-1] at init, residual-branch scaling."""
+    gen = torch.Generator().manual_seed(seed)
+    out = OrderedDict()
+    for name, shape in _expected_shapes(spec).items():
+        if name == "lm_head.weight" and spec.tie:
+            continue
+        if name.endswith("A_log"):
+            t = torch.log(torch.empty(shape).uniform_(1, 16, generator=gen))
+        elif name.endswith("mixer.D"):
+            t = 1 + 0.1 * torch.randn(shape, generator=gen)
+        elif name.endswith("dt_bias"):
+            dt = torch.exp(torch.rand(shape, generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+            t = dt + torch.log(-torch.expm1(-dt))
+        elif name.endswith("norm.weight") or name.endswith("norm_f.weight"):
+            t = 1 + 0.1 * torch.randn(shape, generator=gen)
+        elif name.endswith("conv1d.weight"):
+            t = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
+        elif name.endswith(".bias"):
+            t = 0.1 * torch.randn(shape, generator=gen)
+        elif "embeddings" in name or name == "lm_head.weight":
+            t = 0.25 * torch.randn(shape, generator=gen)
+        else:
+            t = torch.randn(shape, generator=gen) / math.sqrt(shape[1])
+            if name.endswith("out_proj.weight"):
+                t = t / math.sqrt(spec.n_layer)
+        out[name] = t.float()
+    return out
+
+
+def write_tiny_checkpoint(out_dir, seed: int = 0, **overrides) -> Path:
+    """Write a tiny random Mamba-2 checkpoint in the published mamba_ssm format: config.json with
+    ``ssm_cfg: {"layer": "Mamba2", ...}`` and ``tie_embeddings``, pytorch_model.bin with ``backbone.embedding``
+    and a tied ``lm_head.weight`` (GPT-NeoX vocabulary, 50277 → 50288 rows)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = tiny_config(**overrides)
+    spec = parse_config(config)
+    sd = OrderedDict()
+    for k, v in random_mamba2_weights(spec, seed).items():
+        if k.startswith("backbone.embeddings."):
+            k = "backbone.embedding." + k[len("backbone.embeddings."):]
+        sd[k] = v
+    if spec.tie:
+        sd["lm_head.weight"] = sd["backbone.embedding.weight"]
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    torch.save(sd, out / "pytorch_model.bin")
+    return out

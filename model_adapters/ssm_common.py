@@ -1,0 +1,267 @@
+"""Shared pieces of the Mamba, Mamba-2 and GLA adapters: config reading, strict state-dict checks, the
+recurrent-state cache, and CUDA-graph replay of the decode step.
+
+Decode on GPU is launch-bound (a few hundred small kernels per token for a 24-layer model), so the step of
+each family is captured once per batch size in a CUDA graph and replayed. The cache of the prompt batch is
+copied into the graph's static state tensors at its first step; from then on ``select(rows)`` only narrows
+the set of live rows (finished rows keep running in the graph, harmlessly: every op is row-independent),
+so a shrinking batch never forces a re-capture. A second cache stepping through the same graph takes the
+static tensors over and the first one gets its own copy back, so interleaved caches stay correct.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import weakref
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from .hub import CheckpointError, check_keys
+
+log = logging.getLogger("jrt_eval")
+
+
+# ============================================================================ config and weights
+def cfg_int(config: dict, key: str, default=None, where: str = "config.json", minimum: int = 1) -> int:
+    value = config.get(key, default)
+    if value is None:
+        raise CheckpointError(f"{where}: missing {key!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+        raise CheckpointError(f"{where}: {key!r} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def cfg_float(config: dict, key: str, default=None, where: str = "config.json") -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CheckpointError(f"{where}: {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def cfg_bool(config: dict, key: str, default: bool, where: str = "config.json") -> bool:
+    value = config.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{where}: {key!r} must be true or false, got {value!r}")
+    return value
+
+
+def padded_vocab(vocab_size: int, multiple: int) -> int:
+    return -(-vocab_size // multiple) * multiple
+
+
+def strip_lightning(sd: dict) -> dict:
+    """hazyresearch files: drop a leading ``model.`` and every ``*metrics*`` counter (REF's from_pretrained_hf)."""
+    return {re.sub(r"^model\.", "", k): v for k, v in sd.items() if "metrics" not in k}
+
+
+def check_state_dict(expected: dict, sd: dict, what: str) -> None:
+    """Strict load check: named missing / unexpected keys, then shapes, then float dtypes."""
+    check_keys(set(expected), set(sd), what)
+    wrong = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v)})" for k, v in expected.items()
+             if tuple(sd[k].shape) != tuple(v)]
+    if wrong:
+        raise CheckpointError(f"{what}: tensor shapes do not match config.json: " + "; ".join(wrong[:8])
+                              + (f" … (+{len(wrong) - 8})" if len(wrong) > 8 else ""))
+    bad = [k for k in expected if not sd[k].is_floating_point()]
+    if bad:
+        raise CheckpointError(f"{what}: non-float weights {bad[:8]}")
+
+
+def resolve_tied_head(sd: dict, emb_key: str, head_key: str, tie: bool, what: str) -> None:
+    """Tied embeddings: accept the embedding, the head, or both (then they must be equal); leave both keys
+    in ``sd``, pointing to one tensor. Untied: both must be present (the key check reports it)."""
+    if not tie:
+        return
+    have_emb, have_head = emb_key in sd, head_key in sd
+    if have_emb and have_head:
+        a, b = sd[emb_key], sd[head_key]
+        if a.shape != b.shape or (a.data_ptr() != b.data_ptr() and not torch.equal(a, b)):
+            raise CheckpointError(f"{what}: config ties the embeddings but {emb_key} and {head_key} differ")
+        sd[head_key] = a
+    elif have_head:
+        sd[emb_key] = sd[head_key]
+    elif have_emb:
+        sd[head_key] = sd[emb_key]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype=None) -> torch.Tensor:
+    """``w ⊙ x / sqrt(mean(x²) + eps)`` in float32, cast to ``out_dtype`` (default: the weight's dtype)."""
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    return y.to(out_dtype or weight.dtype)
+
+
+def as_mask(attention_mask: Optional[torch.Tensor], input_ids: torch.Tensor) -> Optional[torch.Tensor]:
+    """Validate a left-padding mask; ``None`` when every position is real (the fast, unmasked path)."""
+    if attention_mask is None:
+        return None
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}")
+    mask = attention_mask.to(device=input_ids.device)
+    if bool(mask.all()):
+        return None
+    m = mask.long()
+    if bool((m[:, 1:] < m[:, :-1]).any()):
+        raise ValueError("attention_mask must be left padding (0s then 1s in every row)")
+    return m
+
+
+# ============================================================================ cache and decode graphs
+class StateCache:
+    """Recurrent state after a prefix: ``layers[i]`` maps a state name to a tensor with the batch first.
+
+    Implements base.py's ``select(rows)`` (in place; returns itself). While bound to a CUDA graph the tensors
+    are the graph's full-batch static buffers and ``rows`` lists the live rows among them.
+    """
+
+    def __init__(self, layers: list):
+        self.layers = layers
+        self.rows: Optional[torch.Tensor] = None
+        self._runner = None
+
+    @property
+    def batch_size(self) -> int:
+        if self.rows is not None:
+            return int(self.rows.numel())
+        return next(iter(self.layers[0].values())).shape[0]
+
+    def select(self, rows) -> "StateCache":
+        device = next(iter(self.layers[0].values())).device
+        rows = torch.as_tensor(rows, dtype=torch.long, device=device)
+        if self.rows is not None:
+            self.rows = self.rows[rows]
+        else:
+            self.layers = [{k: v.index_select(0, rows) for k, v in layer.items()} for layer in self.layers]
+        return self
+
+    def live_layers(self) -> list:
+        """The states of the live rows (copies while bound to a graph)."""
+        if self.rows is None:
+            return self.layers
+        return [{k: v.index_select(0, self.rows) for k, v in layer.items()} for layer in self.layers]
+
+    def _unbind(self) -> None:
+        self.layers = self.live_layers()
+        self.layers = [{k: v.clone() for k, v in layer.items()} for layer in self.layers]
+        self.rows, self._runner = None, None
+
+
+class _StepGraph:
+    """One captured decode step for a fixed full batch size."""
+
+    def __init__(self, step_fn: Callable, template: list, batch: int, device: torch.device):
+        self.batch = batch
+        self.ids = torch.zeros(batch, dtype=torch.long, device=device)
+        self.layers = [{k: torch.zeros_like(v) for k, v in layer.items()} for layer in template]
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # compiles Triton kernels, creates cuBLAS handles, fills autotune caches
+                step_fn(self.ids, self.layers)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = step_fn(self.ids, self.layers)
+        self.owner = None
+
+    def bind(self, cache: StateCache) -> None:
+        if cache._runner is self:
+            return
+        prev = self.owner() if self.owner is not None else None
+        if prev is not None and prev._runner is self:
+            prev._unbind()
+        for dst, src in zip(self.layers, cache.layers):
+            for k, v in dst.items():
+                v.copy_(src[k])
+        cache.layers = self.layers
+        cache.rows = torch.arange(self.batch, device=self.ids.device)
+        cache._runner = self
+        self.owner = weakref.ref(cache)
+
+    def run(self, ids: torch.Tensor, cache: StateCache) -> torch.Tensor:
+        self.ids.index_copy_(0, cache.rows, ids.to(self.ids.dtype))
+        self.graph.replay()
+        return self.logits.index_select(0, cache.rows)
+
+    def release(self) -> None:
+        prev = self.owner() if self.owner is not None else None
+        if prev is not None and prev._runner is self:
+            prev._unbind()
+
+
+class RecurrentLM(nn.Module):
+    """Base of the family models: subclasses implement ``_prefill_core`` and ``_step_core``.
+
+    ``_step_core(ids [B], layers) -> logits [B, V] float32`` must update the state tensors in place and do no
+    host synchronisation, so that it can be captured in a CUDA graph.
+    """
+
+    family = "?"
+    max_length = 2048
+    MAX_GRAPHS = 4
+
+    def __init__(self):
+        super().__init__()
+        self.cuda_graphs = True
+        self._graphs: dict = {}
+
+    # --- to implement
+    def _prefill_core(self, input_ids, mask, want_state: bool, last_only: bool):
+        raise NotImplementedError
+
+    def _step_core(self, ids: torch.Tensor, layers: list) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- interface (base.py)
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        logits, _ = self._prefill_core(input_ids, as_mask(attention_mask, input_ids), want_state=False, last_only=False)
+        return logits.float()
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
+        if input_ids.shape[1] == 0:
+            raise ValueError("prefill needs at least one token per row")
+        logits, state = self._prefill_core(input_ids, as_mask(attention_mask, input_ids), want_state=True, last_only=True)
+        return logits[:, -1].float(), (state if hasattr(state, "select") else StateCache(state))
+
+    @torch.inference_mode()
+    def step(self, input_ids: torch.Tensor, cache: StateCache) -> torch.Tensor:
+        input_ids = input_ids.reshape(-1)
+        if self._graphable(input_ids):
+            graph = cache._runner if cache._runner is not None else self._graph_for(cache)
+            graph.bind(cache)
+            return graph.run(input_ids, cache)
+        if cache._runner is not None:
+            cache._unbind()
+        return self._step_core(input_ids, cache.layers).float()
+
+    # --- CUDA graphs
+    def _graphable(self, input_ids) -> bool:
+        return self.cuda_graphs and input_ids.is_cuda and not torch.cuda.is_current_stream_capturing()
+
+    def _graph_for(self, cache: StateCache) -> _StepGraph:
+        batch = next(iter(cache.layers[0].values())).shape[0]
+        key = (batch, next(self.parameters()).dtype, next(self.parameters()).device)
+        graph = self._graphs.get(key)
+        if graph is None:
+            while len(self._graphs) >= self.MAX_GRAPHS:
+                self._graphs.pop(next(iter(self._graphs))).release()
+            graph = _StepGraph(self._step_core, cache.layers, batch, key[2])
+            self._graphs[key] = graph
+        return graph
+
+    def release_graphs(self) -> None:
+        for graph in self._graphs.values():
+            graph.release()
+        self._graphs.clear()
+
+    def _apply(self, fn, *args, **kwargs):  # .to() / .half() / .cuda(): captured graphs point to old tensors
+        if getattr(self, "_graphs", None):
+            self.release_graphs()
+        return super()._apply(fn, *args, **kwargs)
