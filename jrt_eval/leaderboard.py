@@ -95,7 +95,8 @@ def collect(run_dir) -> tuple:
             if rec["family"] in ("jrt_auto", "") and cfg.get("jrt_family"):
                 rec["family"] = cfg["jrt_family"]
             rec["tokenizer"] = cfg.get("jrt_tokenizer") or rec["tokenizer"]
-        pretrained = str(info.get("pretrained") or "")
+        margs = ((data.get("config") or {}).get("model_args") or {}) if state == "ok" else {}
+        pretrained = str(info.get("pretrained") or (margs.get("pretrained") if isinstance(margs, dict) else "") or "")
         if rec["tokenizer"] and rec["tokenizer"] == pretrained and Path(pretrained).is_absolute():
             rec["tokenizer"] = "(checkpoint's own)"  # a local folder: its path says nothing portable
         cells.append(rec)
@@ -190,7 +191,7 @@ def make_rows(cells: list, paper: Optional[list] = None, model_order: Optional[l
             row["paper_default"], row["paper_jrt"] = _pct_to_frac(p["default"]), _pct_to_frac(p["jrt"])
             if row["paper_default"] is not None and row["paper_jrt"] is not None:
                 row["paper_delta"] = _r(row["paper_jrt"] - row["paper_default"])
-        row["_sort"] = (order.get(model, len(order)), ds_rank.get(dataset, len(ds_rank)), ctx, label)
+        row["_sort"] = (order.get(model, len(order)), ctx, label, ds_rank.get(dataset, len(ds_rank)))
         rows.append(row)
     rows.sort(key=lambda r: r["_sort"])
     for r in rows:
