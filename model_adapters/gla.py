@@ -190,7 +190,9 @@ class GLALM(RecurrentLM):
         self.spec = spec
         self.config = dict(config or {})
         self.vocab_rows = spec.vocab_rows
-        self.kernels = kernels  # "auto" | "torch" (prefill also "fla")
+        if kernels not in ("auto", "torch", "triton", "fla"):
+            raise ValueError(f"kernels must be auto, torch, triton (decode) or fla (prefill), got {kernels!r}")
+        self.kernels = kernels
         self.model = _Backbone(spec)
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tie:
@@ -231,7 +233,7 @@ class GLALM(RecurrentLM):
         dtype = self.model.embeddings.weight.dtype
         resid = self.model.embeddings(input_ids).float()
         states = []
-        backend = "torch" if self.kernels == "torch" else ("fla" if self.kernels == "fla" else "auto")
+        backend = {"torch": "torch", "fla": "fla"}.get(self.kernels, "auto")
         for blk in self.model.layers:
             h = rms_norm(resid, blk.attn_norm.weight, s.eps, dtype)
             q, k, v, gk = self._qkvg(blk.attn, h)
@@ -247,7 +249,7 @@ class GLALM(RecurrentLM):
         s = self.spec
         dtype = self.model.embeddings.weight.dtype
         resid = self.model.embeddings(ids).float()
-        backend = "torch" if self.kernels == "torch" else "auto"
+        backend = {"torch": "torch", "triton": "triton"}.get(self.kernels, "auto")
         for blk, st in zip(self.model.layers, layers):
             h = rms_norm(resid, blk.attn_norm.weight, s.eps, dtype)
             q, k, v, gk = self._qkvg(blk.attn, h)
@@ -320,6 +322,36 @@ def tiny_config(**overrides) -> dict:
     return cfg
 
 
+def random_gla_weights(spec: GLASpec, seed: int = 0, device="cpu") -> "OrderedDict[str, torch.Tensor]":
+    """Deterministic random weights in fla's names (split MLP): unit-scale embeddings, forget gates mostly open
+    (gk bias ~ 2, like a trained model), residual-branch scaling of o_proj / down_proj."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in GLALM(spec).state_dict().items()}
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(shape):
+        return torch.randn(shape, generator=gen, device=device)
+
+    sd = OrderedDict()
+    for name, shape in shapes.items():
+        if name.endswith("norm.weight") or name.endswith("norm_swish_gate.weight"):
+            t = 1 + 0.1 * randn(shape)
+        elif name.endswith("gk_proj.1.bias"):
+            t = 2 + randn(shape)
+        elif name.endswith(".bias"):
+            t = 0.1 * randn(shape)
+        elif name.endswith("embeddings.weight") or name == "lm_head.weight":
+            t = (0.25 if name == "lm_head.weight" else 1.0) * randn(shape)
+        else:
+            t = randn(shape) / math.sqrt(shape[1])
+            if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+                t = t / math.sqrt(2 * spec.n_layer)
+        sd[name] = t.float().contiguous()
+    if spec.tie:
+        sd["lm_head.weight"] = sd["model.embeddings.weight"]
+    return sd
+
+
 def write_tiny_checkpoint(out_dir, seed: int = 0, mlp: str = "split", tokenizer: Optional[bool] = None,
                           **overrides) -> Path:
     """Write a tiny random GLA checkpoint in fla's HF format (config.json, model.safetensors, tokenizer files).
@@ -334,24 +366,7 @@ def write_tiny_checkpoint(out_dir, seed: int = 0, mlp: str = "split", tokenizer:
     out.mkdir(parents=True, exist_ok=True)
     config = tiny_config(**overrides)
     spec = parse_config(config)
-    model = build_model(spec, config)
-    gen = torch.Generator().manual_seed(seed)
-    sd = OrderedDict()
-    for name, p in model.state_dict().items():
-        shape = p.shape
-        if name.endswith("norm.weight") or name.endswith("norm_swish_gate.weight"):
-            t = 1 + 0.1 * torch.randn(shape, generator=gen)
-        elif name.endswith("gk_proj.1.bias"):
-            t = 2 + torch.randn(shape, generator=gen)  # forget gates mostly open, like a trained model
-        elif name.endswith(".bias"):
-            t = 0.1 * torch.randn(shape, generator=gen)
-        elif name.endswith("embeddings.weight") or name == "lm_head.weight":
-            t = (0.25 if name == "lm_head.weight" else 1.0) * torch.randn(shape, generator=gen)
-        else:
-            t = torch.randn(shape, generator=gen) / math.sqrt(shape[1])
-            if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
-                t = t / math.sqrt(2 * spec.n_layer)
-        sd[name] = t.float().contiguous()
+    sd = random_gla_weights(spec, seed)
     if mlp == "fused":
         for i in range(spec.n_layer):
             pre = f"model.layers.{i}.mlp."

@@ -335,36 +335,39 @@ def tiny_config(hazy: bool = False, **overrides) -> dict:
     return cfg
 
 
-def random_mamba_weights(spec: MambaSpec, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+def random_mamba_weights(spec: MambaSpec, seed: int = 0, device="cpu") -> "OrderedDict[str, torch.Tensor]":
     """Deterministic random weights in transformers' names with mamba_ssm-like magnitudes (A = 1..n, Δ in
     [1e-3, 1e-1] at init, residual-branch scaling), so that states carry information over long prompts."""
-    gen = torch.Generator().manual_seed(seed)
-    shapes = _expected_shapes(spec)
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(shape):
+        return torch.randn(shape, generator=gen, device=device)
+
     out = OrderedDict()
-    for name, shape in shapes.items():
+    for name, shape in _expected_shapes(spec).items():
         if name == "lm_head.weight" and spec.tie:
             continue
         if name.endswith("A_log"):
-            t = torch.log(torch.arange(1, shape[1] + 1, dtype=torch.float32)).expand(shape).clone()
-            t = t + 0.1 * torch.randn(shape, generator=gen)
+            t = torch.log(torch.arange(1, shape[1] + 1, dtype=torch.float32, device=device)).expand(shape) + 0.1 * randn(shape)
         elif name.endswith(".D"):
-            t = 1 + 0.1 * torch.randn(shape, generator=gen)
+            t = 1 + 0.1 * randn(shape)
         elif name.endswith("dt_proj.bias"):
-            dt = torch.exp(torch.rand(shape, generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+            u = torch.rand(shape, generator=gen, device=device)
+            dt = torch.exp(u * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
             t = dt + torch.log(-torch.expm1(-dt))
         elif name.endswith("norm.weight") or name.endswith("norm_f.weight"):
-            t = 1 + 0.1 * torch.randn(shape, generator=gen)
+            t = 1 + 0.1 * randn(shape)
         elif name.endswith("conv1d.weight"):
-            t = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
+            t = randn(shape) / math.sqrt(shape[-1])
         elif name.endswith(".bias"):
-            t = 0.1 * torch.randn(shape, generator=gen)
+            t = 0.1 * randn(shape)
         elif "embeddings" in name or name == "lm_head.weight":
-            t = 0.25 * torch.randn(shape, generator=gen)
+            t = 0.25 * randn(shape)
         else:
-            t = torch.randn(shape, generator=gen) / math.sqrt(shape[1])
+            t = randn(shape) / math.sqrt(shape[1])
             if name.endswith("out_proj.weight"):
                 t = t / math.sqrt(spec.n_layer)
-        out[name] = t.float()
+        out[name] = t.float().contiguous()
     return out
 
 

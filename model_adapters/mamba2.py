@@ -350,34 +350,39 @@ def tiny_config(**overrides) -> dict:
     return cfg
 
 
-def random_mamba2_weights(spec: Mamba2Spec, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+def random_mamba2_weights(spec: Mamba2Spec, seed: int = 0, device="cpu") -> "OrderedDict[str, torch.Tensor]":
     """Deterministic random weights (transformers names) with mamba_ssm-like magnitudes: A in [1, 16],
     Δ in [1e-3, 1e-1] at init, residual-branch scaling."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(shape):
+        return torch.randn(shape, generator=gen, device=device)
+
     out = OrderedDict()
     for name, shape in _expected_shapes(spec).items():
         if name == "lm_head.weight" and spec.tie:
             continue
         if name.endswith("A_log"):
-            t = torch.log(torch.empty(shape).uniform_(1, 16, generator=gen))
+            t = torch.log(1 + 15 * torch.rand(shape, generator=gen, device=device))
         elif name.endswith("mixer.D"):
-            t = 1 + 0.1 * torch.randn(shape, generator=gen)
+            t = 1 + 0.1 * randn(shape)
         elif name.endswith("dt_bias"):
-            dt = torch.exp(torch.rand(shape, generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+            u = torch.rand(shape, generator=gen, device=device)
+            dt = torch.exp(u * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
             t = dt + torch.log(-torch.expm1(-dt))
         elif name.endswith("norm.weight") or name.endswith("norm_f.weight"):
-            t = 1 + 0.1 * torch.randn(shape, generator=gen)
+            t = 1 + 0.1 * randn(shape)
         elif name.endswith("conv1d.weight"):
-            t = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
+            t = randn(shape) / math.sqrt(shape[-1])
         elif name.endswith(".bias"):
-            t = 0.1 * torch.randn(shape, generator=gen)
+            t = 0.1 * randn(shape)
         elif "embeddings" in name or name == "lm_head.weight":
-            t = 0.25 * torch.randn(shape, generator=gen)
+            t = 0.25 * randn(shape)
         else:
-            t = torch.randn(shape, generator=gen) / math.sqrt(shape[1])
+            t = randn(shape) / math.sqrt(shape[1])
             if name.endswith("out_proj.weight"):
                 t = t / math.sqrt(spec.n_layer)
-        out[name] = t.float()
+        out[name] = t.float().contiguous()
     return out
 
 

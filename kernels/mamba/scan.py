@@ -25,12 +25,12 @@ def _wd(t: torch.Tensor) -> torch.dtype:
 
 
 def causal_conv1d(x, weight, bias=None, activation: bool = True):
-    """``x [b, T, c]``, ``weight [c, k]`` → ``[b, T, c]`` (same dtype as x); zero history."""
+    """``x [b, T, c]``, ``weight [c, k]`` → ``[b, T, c]`` contiguous (same dtype as x); zero history."""
     k = weight.shape[-1]
     out = F.conv1d(x.transpose(1, 2), weight[:, None, :].to(x.dtype), None if bias is None else bias.to(x.dtype),
                    padding=k - 1, groups=x.shape[-1])[..., : x.shape[1]]
     out = out.transpose(1, 2)
-    return F.silu(out) if activation else out
+    return (F.silu(out) if activation else out).contiguous()
 
 
 def conv_tail(x, k: int):

@@ -1,0 +1,465 @@
+"""GPU checks and speed of the Mamba / Mamba-2 / GLA adapters (reference-models.md §10 items 11 and 14, and the
+speed goal), in one run that fits a device lease.
+
+    # device (fla wheels carried in .whl_ssm, see the README of the device tool):
+    python benchmarks/gpu_check_ssm.py --out $OUT
+    # CPU smoke run of the same code paths at toy sizes (no Triton, no fla, no CUDA graphs):
+    python benchmarks/gpu_check_ssm.py --smoke
+
+Sections (each fails alone; a summary table is printed last and everything goes to ``$OUT/gpu_check_ssm.json``):
+
+1. kernels — Triton Mamba-1 scan / state update and GLA step vs the float64 references, chunked SSD vs the
+   sequential SSD, fla ``chunk_gla`` / ``fused_recurrent_gla`` vs our chunked GLA; real widths, fp32 and bf16.
+2. parity — whole models with random weights at real widths (Mamba-130M, Mamba-2-130M) and a small GLA, fp32 on
+   GPU: our fast path vs transformers' path (Mamba, Mamba-2) or our torch path and fla's ``GLAForCausalLM``
+   (GLA, also bf16); CUDA-graph decode vs the parallel forward; left-padded batch vs rows alone.
+3. speed — batch 32, 48 greedy tokens, 950- and 1900-token prompts: our greedy_generate in the CUDA default
+   dtype(s) vs the anchors measured in the same run (transformers ``generate`` for Mamba-130M / Mamba-2-130M in
+   bf16, fla ``generate`` for GLA-1.3B in bf16), and agreement of the greedy tokens with an fp32 run of ours.
+   Weights are random (the hub is unreachable), scaled so that logits have O(1) margins; agreement figures on
+   random weights are only indicative.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jrt_eval.kernels.mamba import reference as R  # noqa: E402
+from jrt_eval.kernels.mamba import scan as S  # noqa: E402
+from jrt_eval.model_adapters import gla, mamba, mamba2  # noqa: E402
+from jrt_eval.model_adapters.base import greedy_generate, left_pad  # noqa: E402
+
+RESULTS: dict = {}
+SUMMARY: list = []
+
+MAMBA_130M = {"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {}, "rms_norm": True,
+              "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8}
+MAMBA2_130M = {"d_model": 768, "d_intermediate": 0, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {"layer": "Mamba2"},
+               "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": True,
+               "fused_add_norm": True, "pad_vocab_size_multiple": 16, "tie_embeddings": True}
+GLA_13B = gla.tiny_config(hidden_size=2048, num_hidden_layers=24, num_heads=4, vocab_size=32000, bos_token_id=1,
+                          eos_token_id=2, attn_mode="fused_chunk")
+
+
+def log(*args):
+    print(*args, flush=True)
+
+
+def section(name):
+    def wrap(fn):
+        def run(*a, **k):
+            log(f"\n=== {name}")
+            t = time.perf_counter()
+            try:
+                fn(*a, **k)
+            except Exception as exc:  # keep going: one broken section must not cost the whole lease
+                RESULTS.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+                SUMMARY.append((name, "ERROR", f"{type(exc).__name__}: {str(exc)[:160]}"))
+                traceback.print_exc()
+            log(f"=== {name}: {time.perf_counter() - t:.1f} s")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return run
+    return wrap
+
+
+def diff(a, b) -> dict:
+    a, b = a.double(), b.double()
+    return {"rel": float((a - b).norm() / b.norm().clamp_min(1e-30)), "max_abs": float((a - b).abs().max()),
+            "ref_max": float(b.abs().max())}
+
+
+def record(key, value, note=""):
+    RESULTS[key] = value
+    if isinstance(value, dict) and "rel" in value:
+        text = f"rel {value['rel']:.2e}  max|Δ| {value['max_abs']:.2e} (|ref| {value['ref_max']:.1f})"
+    else:
+        text = str(value)
+    SUMMARY.append((key, text, note))
+    log(f"  {key}: {text} {note}")
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn, reps=3, warmup=1):
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def left_padded_batch(batch, lengths, vocab, device, seed):
+    gen = torch.Generator().manual_seed(seed)
+    seqs = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
+    ids, mask = left_pad(seqs, 0, device)
+    return seqs, ids, mask
+
+
+# ===================================================================================== 1. kernels
+@section("kernels")
+def check_kernels(dev, smoke):
+    from jrt_eval.kernels.mamba import fla_usable, gla_prefill, selective_scan, selective_state_update, triton_usable
+
+    g = torch.Generator(device=dev).manual_seed(0)
+    b, T, d, n = (2, 40, 24, 16) if smoke else (4, 1000, 1536, 16)
+
+    def rn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, device=dev) * scale
+
+    x, dt, z = rn(b, T, d), rn(b, T, d) - 1, rn(b, T, d)
+    A = -torch.exp(rn(d, n, scale=0.5))
+    Bm, Cm, D, db = rn(b, T, n), rn(b, T, n), rn(d), rn(d, scale=0.1)
+    mask = torch.ones(b, T, dtype=torch.long, device=dev)
+    mask[0, : T // 3] = 0
+    h0 = rn(b, d, n)
+    ref_y, ref_h = S.selective_scan_torch(*(t.double() for t in (x, dt, A, Bm, Cm, D, z, db)), mask=mask,
+                                          initial_state=h0.double())
+    backend = "triton" if triton_usable(x) else "torch"
+    record("kernel.backend", backend)
+    y, h = selective_scan(x, dt, A, Bm, Cm, D=D, z=z, dt_bias=db, mask=mask, initial_state=h0, backend=backend)
+    record("kernel.mamba_scan.fp32", diff(y, ref_y), f"[{b},{T},{d},{n}]")
+    record("kernel.mamba_scan.state.fp32", diff(h, ref_h))
+    xb, dtb, zb, Bb, Cb = (t.bfloat16() for t in (x, dt, z, Bm, Cm))
+    ref_yb, _ = S.selective_scan_torch(*(t.double() for t in (xb, dtb, A, Bb, Cb, D, zb, db)), mask=mask,
+                                       initial_state=h0.double())
+    yb, _ = selective_scan(xb, dtb, A, Bb, Cb, D=D, z=zb, dt_bias=db, mask=mask, initial_state=h0, backend=backend)
+    record("kernel.mamba_scan.bf16_in", diff(yb, ref_yb), "bf16 inputs/outputs, fp32 state")
+    st, st_ref = h0.clone(), h0.double().clone()
+    ys = selective_state_update(st, x[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], D=D, z=z[:, 0], dt_bias=db, backend=backend)
+    yr = R.selective_state_update_ref(st_ref, x[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], D=D, z=z[:, 0], dt_bias=db)
+    record("kernel.mamba_step", diff(ys, yr))
+    record("kernel.mamba_step.state", diff(st, st_ref))
+    if backend == "triton":
+        from jrt_eval.kernels.mamba.selective_scan import selective_scan_triton
+
+        bb, TT = 32, 1900
+        xs = torch.randn(bb, TT, 1536, device=dev, dtype=torch.bfloat16)
+        Bs = torch.randn(bb, TT, 16, device=dev, dtype=torch.bfloat16)
+        t, _ = timed(lambda: selective_scan_triton(xs, xs, A, Bs, Bs, D=D, z=xs, dt_bias=db), reps=5)
+        gb = (4 * xs.numel() * 2 + 2 * Bs.numel() * 2) / 1e9
+        record("kernel.mamba_scan.time_ms[32x1900x1536]", round(t * 1e3, 3), f"{gb / t:.0f} GB/s effective")
+
+    # GLA step
+    bh = (2, 2, 32, 24) if smoke else (32, 4, 256, 512)
+    Sg = rn(*bh)
+    q, k, gk = rn(*bh[:3]), rn(*bh[:3]), torch.nn.functional.logsigmoid(rn(*bh[:3]) + 2) / 16
+    v = rn(bh[0], bh[1], bh[3])
+    from jrt_eval.kernels.mamba import gla_step
+
+    S1, S2 = Sg.clone(), Sg.clone()
+    o1 = gla_step(S1, q, k, v, gk, bh[2] ** -0.5, backend=backend)
+    o_ref, S_ref = R.gla_recurrent_ref(q[:, None].double(), k[:, None].double(), v[:, None].double(),
+                                       gk[:, None].double(), initial_state=S2.double())
+    record("kernel.gla_step", diff(o1, o_ref[:, 0]))
+    record("kernel.gla_step.state", diff(S1, S_ref))
+
+    # SSD chunked vs sequential
+    b2, T2, H, P, N = (2, 37, 4, 8, 16) if smoke else (2, 600, 24, 64, 128)
+    xs, dts = rn(b2, T2, H, P), rn(b2, T2, H) - 2
+    As, Bs, Cs = -torch.exp(rn(H, scale=0.5)), rn(b2, T2, 1, N), rn(b2, T2, 1, N)
+    Ds, dbs = rn(H), rn(H, scale=0.1)
+    m2 = torch.ones(b2, T2, dtype=torch.long, device=dev)
+    m2[1, : T2 // 4] = 0
+    y_ref, s_ref = R.ssd_sequential_ref(*(t.double() for t in (xs, dts, As, Bs, Cs, Ds, dbs)), mask=m2)
+    t0 = time.perf_counter()
+    y_c, s_c = S.ssd_chunked(xs, dts, As, Bs, Cs, 8 if smoke else 256, D=Ds, dt_bias=dbs, mask=m2)
+    sync()
+    record("kernel.ssd_chunked.fp32", diff(y_c, y_ref), f"[{b2},{T2},{H},{P},{N}]")
+    record("kernel.ssd_chunked.state.fp32", diff(s_c, s_ref))
+
+    # GLA prefill: fla vs our chunked torch path
+    b3, T3, H3, K3, V3 = (2, 70, 2, 16, 24) if smoke else (2, 700, 4, 256, 512)
+    q3, k3 = rn(b3, T3, H3, K3), rn(b3, T3, H3, K3)
+    v3 = rn(b3, T3, H3, V3)
+    g3 = torch.nn.functional.logsigmoid(rn(b3, T3, H3, K3) + 2) / 16
+    m3 = torch.ones(b3, T3, dtype=torch.long, device=dev)
+    m3[0, :50] = 0
+    o_ref, s_ref = S.gla_chunked(*(t.double() for t in (q3, k3, v3, g3)), mask=m3)
+    o_t, s_t = gla_prefill(q3, k3, v3, g3, mask=m3, backend="torch")
+    record("kernel.gla_chunked_torch.fp32", diff(o_t, o_ref))
+    if fla_usable(q3):
+        for dtype in (torch.float32, torch.bfloat16):
+            for TT in (T3, 50):
+                o_f, s_f = gla_prefill(q3[:, :TT].to(dtype), k3[:, :TT].to(dtype), v3[:, :TT].to(dtype), g3[:, :TT],
+                                       mask=m3[:, :TT], backend="fla")
+                o_r, s_r = S.gla_chunked(*(t[:, :TT].to(dtype).double() for t in (q3, k3, v3)), g3[:, :TT].double(),
+                                         mask=m3[:, :TT])
+                tag = "chunk" if TT > 64 else "fused_recurrent"
+                record(f"kernel.fla_{tag}_gla.{str(dtype)[6:]}", diff(o_f, o_r))
+                record(f"kernel.fla_{tag}_gla.state.{str(dtype)[6:]}", diff(s_f, s_r))
+    else:
+        record("kernel.fla", "not importable: skipped")
+
+
+# ===================================================================================== 2. parity
+def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0):
+    mod = {"mamba": mamba, "mamba2": mamba2}[family]
+    spec = mod.parse_config(cfg)
+    model = mod.build_model(spec, cfg, device="meta", impl=impl)
+    weights = (mamba.random_mamba_weights if family == "mamba" else mamba2.random_mamba2_weights)(spec, seed, dev)
+    sd = mod.convert_state_dict(weights, spec)
+    model.hf.load_state_dict(sd, strict=True, assign=True)
+    if spec.tie:
+        model.hf.lm_head.weight = model.hf.backbone.embeddings.weight
+    mamba.cast_model(model, dev, dtype)
+    if family == "mamba2" and dtype != torch.float32:
+        for name, p in model.named_parameters():
+            if name.endswith(mamba2.FP32_PARAMS):
+                p.data = p.data.float()
+    return model.eval()
+
+
+def _gla_model(cfg, dev, dtype, seed=0, kernels="auto"):
+    spec = gla.parse_config(cfg)
+    model = gla.build_model(spec, cfg, device="meta", kernels=kernels)
+    model.load_state_dict(gla.random_gla_weights(spec, seed, dev), strict=True, assign=True)
+    return model.to(dev, dtype).eval()
+
+
+def decode_parity(model, ids, n, k):
+    full = model(ids[:, : n + k])
+    last, cache = model.prefill(ids[:, :n])
+    errs = [diff(last, full[:, n - 1])]
+    for j in range(n, n + k - 1):
+        errs.append(diff(model.step(ids[:, j], cache), full[:, j]))
+    worst = max(errs, key=lambda e: e["rel"])
+    return worst
+
+
+def padding_parity(model, vocab, dev, lengths=(257, 33, 2, 130), seed=3):
+    seqs, ids, mask = left_padded_batch(len(lengths), lengths, vocab, dev, seed)
+    full = model(ids, mask)
+    worst = None
+    for i, s in enumerate(seqs):
+        alone = model(torch.tensor([s], device=dev))
+        e = diff(full[i, -len(s):], alone[0])
+        worst = e if worst is None or e["rel"] > worst["rel"] else worst
+    g_batch = greedy_generate(model, ids, mask, 12).tokens
+    g_alone = [greedy_generate(model, torch.tensor([s], device=dev), None, 12).tokens[0] for s in seqs]
+    return worst, g_batch == g_alone
+
+
+@section("parity")
+def check_parity(dev, smoke):
+    small = {"d_model": 64, "n_layer": 2} if smoke else {}
+    for family, cfg in (("mamba", dict(MAMBA_130M, **small)), ("mamba2", dict(MAMBA2_130M, **small))):
+        if smoke and family == "mamba2":
+            cfg["ssm_cfg"] = {"layer": "Mamba2", "headdim": 16, "d_state": 16, "chunk_size": 16}
+        fast = _mamba_model(family, cfg, dev, torch.float32)
+        ref = _mamba_model(family, cfg, dev, torch.float32, impl="hf")
+        seqs, ids, mask = left_padded_batch(3, (300, 257, 180) if not smoke else (40, 33, 20), 50277, dev, 1)
+        keep = mask.bool()
+        record(f"parity.{family}.fast_vs_transformers.fp32", diff(fast(ids, mask)[keep], ref(ids, mask)[keep]),
+               "real positions of a left-padded batch")
+        ids1 = torch.tensor([seqs[0]], device=dev).repeat(2, 1)
+        record(f"parity.{family}.decode_vs_forward.fp32", decode_parity(fast, ids1, 7, 9),
+               "prefill 7, 8 CUDA-graph steps" if dev.type == "cuda" else "prefill 7, 8 steps")
+        worst, same = padding_parity(fast, 50277, dev)
+        record(f"parity.{family}.padded_vs_alone.fp32", worst)
+        record(f"parity.{family}.padded_vs_alone.greedy_identical", same)
+        if dev.type == "cuda":
+            half = _mamba_model(family, cfg, dev, torch.bfloat16)
+            record(f"parity.{family}.fast_bf16_vs_fp32", diff(half(ids, mask), fast(ids, mask)))
+        del fast, ref
+    # GLA: a small checkpoint written to disk, loaded by us and by fla
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        over = dict(hidden_size=256, num_heads=4, num_hidden_layers=4) if not smoke else {}
+        folder = gla.write_tiny_checkpoint(Path(tmp) / "gla", seed=0, **over)
+        ours = gla.load_model(str(folder), device=dev)
+        torch_path = gla.load_model(str(folder), device=dev, kernels="torch")
+        seqs, ids, mask = left_padded_batch(3, (300, 257, 180) if not smoke else (70, 33, 20), 50257, dev, 2)
+        keep = mask.bool()
+        record("parity.gla.fast_vs_torch.fp32", diff(ours(ids, mask)[keep], torch_path(ids, mask)[keep]))
+        ids1 = torch.tensor([seqs[0]], device=dev).repeat(2, 1)
+        record("parity.gla.decode_vs_forward.fp32", decode_parity(ours, ids1, 7, 9))
+        worst, same = padding_parity(ours, 50257, dev)
+        record("parity.gla.padded_vs_alone.fp32", worst)
+        record("parity.gla.padded_vs_alone.greedy_identical", same)
+        try:
+            import fla  # noqa: F401
+            from transformers import AutoModelForCausalLM
+        except Exception as exc:
+            record("parity.gla.vs_fla", f"fla not importable: {exc}")
+            return
+        if dev.type != "cuda":
+            return
+        for dtype in (torch.float32, torch.bfloat16):
+            ref = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(dev).eval()
+            mine = gla.load_model(str(folder), device=dev, dtype=dtype)
+            with torch.inference_mode():
+                lr = ref(input_ids=ids, attention_mask=mask).logits.float()
+            lo = mine(ids, mask)
+            record(f"parity.gla.ours_vs_fla_GLAForCausalLM.{str(dtype)[6:]}", diff(lo[keep], lr[keep]),
+                   "real positions of a left-padded batch")
+            del ref, mine
+
+
+# ===================================================================================== 3. speed
+def agreement(a, b):
+    return sum(x == y for x, y in zip(a, b)) / max(len(a), 1)
+
+
+def bench_ours(model, ids, mask, new_tokens, reps):
+    out = {}
+
+    def run():
+        out["tokens"] = greedy_generate(model, ids, mask, new_tokens).tokens
+
+    t, times = timed(run, reps=reps, warmup=1)
+    return t, out["tokens"]
+
+
+def bench_hf_generate(hf_model, ids, mask, new_tokens):
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    with torch.inference_mode():
+        hf_model.generate(ids[:, -16:], attention_mask=mask[:, -16:], **{**kw, "max_new_tokens": 2, "min_new_tokens": 2})
+        sync()
+        t = time.perf_counter()
+        out = hf_model.generate(ids, attention_mask=mask, **kw)
+        sync()
+    return time.perf_counter() - t, out[:, ids.shape[1]:].tolist()
+
+
+@section("speed")
+def check_speed(dev, smoke, anchors=True, reps=3):
+    B, NEW = (4, 6) if smoke else (32, 48)
+    lengths = (40, 80) if smoke else (950, 1900)
+    fams = [("mamba", MAMBA_130M, 50277), ("mamba2", MAMBA2_130M, 50277), ("gla", GLA_13B, 32000)]
+    if smoke:
+        fams = [("mamba", dict(MAMBA_130M, d_model=64, n_layer=2), 50277),
+                ("mamba2", dict(MAMBA2_130M, d_model=64, n_layer=2,
+                                ssm_cfg={"layer": "Mamba2", "headdim": 16, "d_state": 16, "chunk_size": 16}), 50277),
+                ("gla", gla.tiny_config(vocab_size=32000), 32000)]
+    for family, cfg, vocab in fams:
+        dtypes = [torch.bfloat16] + ([torch.float16] if family != "gla" else [])
+        if dev.type != "cuda":
+            dtypes = [torch.float32]
+        build = (lambda dt: _gla_model(cfg, dev, dt)) if family == "gla" else (lambda dt: _mamba_model(family, cfg, dev, dt))
+        for L in lengths:
+            gen = torch.Generator().manual_seed(L)
+            ids = torch.randint(0, vocab, (B, L), generator=gen).to(dev)
+            mask = torch.ones_like(ids)
+            ref_tokens = None
+            if dev.type == "cuda":
+                m32 = build(torch.float32)
+                t32, ref_tokens = bench_ours(m32, ids, mask, NEW, reps=1)
+                record(f"speed.{family}.L{L}.ours_fp32_s_per_batch", round(t32, 3))
+                del m32
+                torch.cuda.empty_cache()
+            for dt in dtypes:
+                model = build(dt)
+                t, toks = bench_ours(model, ids, mask, NEW, reps)
+                name = str(dt)[6:]
+                record(f"speed.{family}.L{L}.ours_{name}_s_per_batch", round(t, 3), f"{B / t:.1f} prompts/s")
+                if ref_tokens is not None:
+                    record(f"speed.{family}.L{L}.ours_{name}_greedy_agree_fp32", agreement(toks, ref_tokens),
+                           f"rows with identical {NEW} tokens")
+                # mixed lengths (left padding) cost
+                if L == lengths[0]:
+                    _, pids, pmask = left_padded_batch(B, [int(L * (0.6 + 0.4 * i / B)) for i in range(B)], vocab, dev, 5)
+                    tp, _ = bench_ours(model, pids, pmask, NEW, reps)
+                    record(f"speed.{family}.L{L}.ours_{name}_mixed_lengths_s_per_batch", round(tp, 3))
+                if anchors and dt == torch.bfloat16:
+                    _anchor(family, cfg, model, ids, mask, NEW, L, toks, dev)
+                del model
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+
+
+def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
+    key = f"speed.{family}.L{L}.anchor"
+    try:
+        if family in ("mamba", "mamba2"):
+            from transformers import Mamba2ForCausalLM, MambaForCausalLM
+
+            mod = mamba if family == "mamba" else mamba2
+            spec = mod.parse_config(cfg)
+            with torch.device("meta"):
+                hf = (MambaForCausalLM if family == "mamba" else Mamba2ForCausalLM)(mod.hf_config(spec))
+            sd = {k: v.to(torch.bfloat16) for k, v in ours.hf.state_dict().items()}
+            hf.load_state_dict(sd, strict=True, assign=True)
+            hf.lm_head.weight = hf.backbone.embeddings.weight
+            hf = hf.to(dev).eval()
+            name = "transformers_generate_bf16"
+        else:
+            import fla  # noqa: F401
+            from fla.models import GLAConfig, GLAForCausalLM
+
+            fcfg = GLAConfig(**{k: v for k, v in cfg.items() if k not in ("model_type", "architectures", "torch_dtype")})
+            with torch.device("meta"):
+                hf = GLAForCausalLM(fcfg)
+            sd = {k: v.to(torch.bfloat16) for k, v in ours.state_dict().items()}
+            hf.load_state_dict(sd, strict=True, assign=True)
+            hf = hf.to(dev).eval()
+            name = "fla_generate_bf16"
+        t, toks = bench_hf_generate(hf, ids, mask, new_tokens)
+        record(f"{key}.{name}_s_per_batch", round(t, 3))
+        ours_t = RESULTS.get(f"speed.{family}.L{L}.ours_bfloat16_s_per_batch")
+        if ours_t:
+            record(f"{key}.speedup_ours_bf16", round(t / ours_t, 1), "x")
+        record(f"{key}.greedy_agree_ours_bf16", agreement(toks, our_tokens))
+        del hf
+    except torch.OutOfMemoryError as exc:
+        record(f"{key}.result", f"OOM: {str(exc)[:120]}")
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--smoke", action="store_true", help="CPU, toy sizes")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: kernels,parity,speed,anchors")
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    dev = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
+    skip = set(filter(None, args.skip.split(",")))
+    info = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"}
+    for pkg in ("triton", "transformers", "fla"):
+        try:
+            info[pkg] = __import__(pkg).__version__
+        except Exception as exc:
+            info[pkg] = f"absent ({type(exc).__name__})"
+    RESULTS["env"] = info
+    log(json.dumps(info))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if "kernels" not in skip:
+        check_kernels(dev, args.smoke)
+    if "parity" not in skip:
+        check_parity(dev, args.smoke)
+    if "speed" not in skip:
+        check_speed(dev, args.smoke, anchors="anchors" not in skip, reps=args.reps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check_ssm.json").write_text(json.dumps(RESULTS, indent=1, default=str))
+    log("\n================ summary")
+    for key, val, note in SUMMARY:
+        log(f"{key:60s} {val} {note}")
+
+
+if __name__ == "__main__":
+    main()
