@@ -559,6 +559,7 @@ class _WorkerState:
 
     def __init__(self):
         self.key, self.lm = None, None
+        self.poisoned = False  # set after a CUDA error: this process should not run another cell
 
     def get_lm(self, model_type: str, model_args: dict, batch_size: int, device: str):
         from lm_eval.api.registry import get_model
@@ -714,6 +715,8 @@ def run_cell(cell: dict, out_dir: Path, state: _WorkerState) -> dict:
             traceback.print_exc()
             data, samples = {}, None
             state.drop()
+            # a CUDA error other than OOM can leave the context unusable: let the sweep start a fresh worker
+            state.poisoned = "CUDA error" in str(exc) or type(exc).__name__ == "AcceleratorError"
     info["finished"], info["seconds"] = _now(), round(time.time() - t0, 3)
     from lm_eval.utils import handle_non_serializable
 
@@ -762,7 +765,9 @@ def worker_main(argv=None) -> int:
             info = run_cell(msg["cell"], Path(msg["out_dir"]), state)
             reply.write(json.dumps({"cell": msg["cell"]["key"], "status": info["status"], "error": info["error"],
                                     "seconds": info["seconds"], "score": info.get("score"), "n": info.get("n"),
-                                    "batch_size": info.get("batch_size")}) + "\n")
+                                    "batch_size": info.get("batch_size"), "restart": state.poisoned}) + "\n")
+            if state.poisoned:
+                return 3  # the parent starts a new worker for the next cell
     except (KeyboardInterrupt, BrokenPipeError):
         return 130
     return 0
@@ -814,7 +819,10 @@ class LocalWorker:
             if ready:
                 line = self.reply.readline()
                 if line:
-                    return json.loads(line)
+                    reply = json.loads(line)
+                    if reply.get("restart"):  # the worker exits after this cell; the next one gets a new worker
+                        self.stop()
+                    return reply
                 code = self.proc.wait()
                 self.proc = None
                 raise WorkerDied(f"worker process died (exit code {code}) while running this cell; see log.txt")

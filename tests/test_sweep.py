@@ -404,3 +404,17 @@ def test_run_eval_sh_passes_through_to_the_sweep():
     proc = subprocess.run([str(ROOT / "run_eval.sh"), "--help"], capture_output=True, text=True,
                           env={**env(), "PYTHON": sys.executable}, timeout=120)
     assert proc.returncode == 0 and "--ray-address" in proc.stdout and "--models" in proc.stdout
+
+
+def test_a_cell_that_hangs_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    run = tmp_path / "run"
+    proc = jrt_eval("sweep", "--models", "tiny-hf-gpt2", "--tasks", "jrt_swde,jrt_drop", "--metadata", BUNDLED,
+                    "--cell-timeout", "1", "--out", str(run), "--no-plot")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "2 of 2 cells not done" in proc.stderr
+    for task in ("jrt_swde", "jrt_drop"):
+        info = json.loads((run / "cells" / "tiny-hf-gpt2" / task / "results.json").read_text())["jrt_cell"]
+        assert info["status"] == "failed" and "timed out after 1 s" in info["error"]
+    rows = read_rows(run / "leaderboard.csv")
+    assert [(r["dataset"], r["status"]) for r in rows] == [("swde", "failed"), ("drop", "failed")]
+    assert all("timed out" in r["error"] for r in rows)
