@@ -65,7 +65,7 @@ def plot_leaderboard(rows: list, path, title: str = "") -> Optional[Path]:
         ax.set_title(f"{model}" + (f" ({params})" if params else ""), fontsize=9)
         ax.set_xticks(list(xs))
         ax.set_xticklabels(labels, fontsize=7)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 106)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(models):]:
         ax.axis("off")

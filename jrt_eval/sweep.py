@@ -1252,6 +1252,9 @@ def _make_workers(args, run_dir: Path) -> tuple:
         gpus = []
     else:
         gpus = [d.strip() for d in args.devices.split(",") if d.strip()]
+        if not detect_gpus():
+            print(f"jrt-eval sweep: --devices {args.devices}: no CUDA GPU is visible here; the workers are pinned "
+                  "as asked but run on CPU", file=sys.stderr)
     logs = run_dir / "logs"
     if gpus:
         if args.workers and args.workers != len(gpus):

@@ -257,8 +257,9 @@ def check_cell_files(run, key, task):
 def test_sweep_end_to_end(tmp_path):
     run = tmp_path / "run"
     t0 = time.time()
+    # two workers pinned to "GPUs" 0 and 1 (CUDA_VISIBLE_DEVICES); without CUDA here they compute on CPU
     proc = jrt_eval("sweep", "--models", TINY, "--tasks", E2E_TASKS, "--metadata", BUNDLED, "--batch-size", "4",
-                    "--workers", "2", "--out", str(run))
+                    "--devices", "0,1", "--out", str(run))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "all 8 cells done" in proc.stderr
     assert sorted(cell_jsons(run)) == sorted(f"{m}/{t}" for m in TINY.split(",") for t in E2E_TASKS.split(","))
@@ -297,7 +298,15 @@ def test_sweep_end_to_end(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     manifest = json.loads((run / "sweep.json").read_text())
     assert manifest["status"] == "finished" and manifest["ran"] == {"ok": 8, "failed": 0}
-    assert manifest["mode"] == "local CPU x2" and len(manifest["cells"]) == 8
+    assert manifest["mode"] == "local GPUs 0,1" and len(manifest["cells"]) == 8
+    pinned = {}
+    for key, path in cell_jsons(run).items():
+        info = json.loads(path.read_text())["jrt_cell"]
+        pinned.setdefault(info["cuda_visible_devices"], []).append(key)
+        assert info["device"] == "cpu"
+    assert set(pinned) == {"0", "1"}  # both workers ran cells, each pinned to its own device
+    workers = {json.loads(ln)["worker"] for ln in (run / "events.jsonl").read_text().splitlines()}
+    assert workers == {"gpu0", "gpu1"}
 
     # rebuilt from the JSON: the same CSV
     first = (run / "leaderboard.csv").read_bytes()
