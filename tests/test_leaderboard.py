@@ -121,6 +121,7 @@ def test_corrupt_cells_are_reported_and_left_out(run, capsys):
 
 
 def test_command_writes_a_png_and_rebuilds_identically(run):
+    pytest.importorskip("matplotlib", reason="the plot needs the optional extra jrt-eval[plot]")
     assert leaderboard.main([str(run), "--quiet"]) == 0
     png = run / "leaderboard.png"
     assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000
