@@ -253,7 +253,7 @@ def parse_config(config: dict, family: Optional[str] = None) -> HazySpec:
     )
     by_inverse_layer = _bool(config, "scale_attn_by_inverse_layer_idx", False)
 
-    top_enc = config.get("enc_length")
+    top_enc = _resolved(config.get("enc_length"))
     layers = []
     for i, (tag, mixer) in enumerate(_layer_sources(config)):
         kind = _mixer_kind(mixer)
@@ -299,7 +299,7 @@ def parse_config(config: dict, family: Optional[str] = None) -> HazySpec:
             args = dict(d=d, num_heads=H, feature_dim=f, head_dim=dv,
                         eps=_num(m, "eps", REF.linear_attn_eps, where), qk_scale=(f / scale_dim) ** 0.25)
             if kind == "pla":
-                enc = m.get("enc_length")
+                enc = _resolved(m.get("enc_length"))
                 if enc is None and top_enc is not None:
                     log.warning("%s has no enc_length; using the top-level enc_length %s", where, top_enc)
                     enc = top_enc
@@ -329,6 +329,11 @@ def parse_config(config: dict, family: Optional[str] = None) -> HazySpec:
     )
 
 
+def _resolved(value):
+    """None for an unresolved Hydra interpolation string such as "${..enc_length}"."""
+    return None if isinstance(value, str) and value.startswith("${") else value
+
+
 def _feature_map_scale_dim(m: dict, f: int, where: str, kind: str) -> int:
     """REF TaylorExp scales by sqrt(input_dim) (LinearAttention: feature_map.input_dim; PLA: scale_dim)."""
     if kind == "pla":
@@ -338,8 +343,8 @@ def _feature_map_scale_dim(m: dict, f: int, where: str, kind: str) -> int:
         return f
     if not isinstance(fm, dict) or str(fm.get("_target_", "")).rsplit(".", 1)[-1] != "TaylorExp":
         raise CheckpointError(f"{where}: feature_map {fm!r} is not supported (only TaylorExp)")
-    dim = fm.get("input_dim", f)
-    if isinstance(dim, str):  # unresolved Hydra interpolation such as "${..feature_dim}"
+    dim = _resolved(fm.get("input_dim", f))
+    if dim is None:  # "${..feature_dim}"
         return f
     return _int({"input_dim": dim}, "input_dim", where)
 
@@ -540,6 +545,8 @@ def build_model(spec: HazySpec, sd: Optional[dict] = None, config: Optional[dict
 def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.float32,
                reference_quirks: bool = False) -> HazyGPT:
     """Load a hazyresearch Based / JRT-RNN / attention checkpoint (hub id or local folder), strictly."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""))
     folder = checkpoint_dir(pretrained)
     config = read_config(folder)
     spec = parse_config(config, family_of(config))
@@ -644,8 +651,7 @@ def write_tiny_checkpoint(out_dir, family: str, seed: int = 0, **overrides) -> P
     out.mkdir(parents=True, exist_ok=True)
     config = tiny_config(family, **overrides)
     spec = parse_config(config, family)
-    model = build_model(spec, None, config)
-    weights = random_weights(model, seed)
+    weights = random_weights(build_model(spec, None, config, device="meta"), seed)
     sd = OrderedDict((f"model.{k}", v) for k, v in weights.items())
     if spec.tie_embeddings:
         sd["model.lm_head.weight"] = weights["transformer.embeddings.word_embeddings.weight"]  # shared storage

@@ -3,6 +3,7 @@
 reference-models.md §10 items 1-9, 12, 13. The references below are written out independently
 (REF's 273-wide feature map, loops over cos/sin, explicit softmax), not with the code under test.
 """
+import copy
 import json
 import math
 
@@ -577,6 +578,12 @@ def test_left_padded_batch_equals_each_row_alone(models, family):
         single = [greedy_generate(model, torch.tensor([s]), None, 10, vocab_limit=50257).tokens[0] for s in seqs]
     assert batch == single
     assert worst <= 1e-5, worst
+    # in fp64 the padded batch is the unpadded computation up to rounding: the fp32 gap is rounding only
+    m64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        full = m64(ids, mask)
+        for i, s in enumerate(seqs):
+            torch.testing.assert_close(full[i, -len(s):], m64(torch.tensor([s]))[0], rtol=0, atol=1e-12)
 
 
 def test_real_gpt2_tokenizer_drives_a_tiny_checkpoint(models, gpt2_tokenizer):
