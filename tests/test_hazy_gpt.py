@@ -24,6 +24,16 @@ from jrt_eval.model_adapters.hub import CheckpointError
 D64 = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core box OpenMP spinning
+    makes this file 5x slower under load; restored for the other modules."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ----------------------------------------------------------------------------------- references
 def ref_taylor(x, scale_dim=None):
     """REF TaylorExp: [1, x / s^¼, vec(x xᵀ) / (√2 √s)], s = scale_dim (default: feature dim)."""
