@@ -127,6 +127,18 @@ def _pct_to_frac(text: str) -> Optional[float]:
     return round(float(text) / 100.0, 6) if text not in ("", None) else None
 
 
+def _human(n) -> str:
+    """3616448 -> "3.6M" (for models whose list entry gives no size)."""
+    try:
+        n = float(n)
+    except (TypeError, ValueError):
+        return ""
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}".rstrip("0").rstrip(".") + unit
+    return str(int(n))
+
+
 def _joined(values) -> str:
     vals = [str(v) for v in dict.fromkeys(values) if v not in (None, "")]
     return "|".join(vals)
@@ -174,6 +186,8 @@ def make_rows(cells: list, paper: Optional[list] = None, model_order: Optional[l
             transformers_version=_joined(c["versions"].get("transformers") for c in both),
             torch_version=_joined(c["versions"].get("torch") for c in both),
         )
+        if not row["params"] and row["n_params"] and "|" not in row["n_params"]:
+            row["params"] = _human(row["n_params"])
         failed = [c for c in both if c["status"] != "ok"]
         row["status"] = "failed" if failed else "ok"
         row["error"] = "; ".join(f"{c['form']}: {c['error']}" for c in failed)

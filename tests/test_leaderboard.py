@@ -159,3 +159,9 @@ def test_paper_numbers_cover_the_model_list():
     assert cell[("1", "state-spaces/mamba2-2.7b", "drop", "1000")] == ("23.0", "42.5")
     assert cell[("1", "fla-hub/gla-1.3B-100B", "triviaqa", "1000")] == ("55.5", "54.6")
     assert cell[("2", "hazyresearch/JRT-1B-50B", "nq_512", "2000")] == ("38.3", "")
+
+
+def test_size_comes_from_the_parameter_count_when_the_list_gives_none(tmp_path):
+    write_cell(tmp_path, "anon", "/ckpt/anon", "jrt_swde", [1, 0], params="")
+    rows = rows_of(leaderboard.build(tmp_path, plot=False)["leaderboard"])
+    assert (rows[0]["params"], rows[0]["n_params"]) == ("1.3M", "1300000")
