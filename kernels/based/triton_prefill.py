@@ -34,7 +34,9 @@ whose visible keys are all masked gets 0 (as the reference: 0 / ε).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from typing import Optional
 
 import torch
@@ -48,23 +50,30 @@ D_COMPACT = feature_dim(F_SUPPORTED)  # 153
 
 
 @triton.jit
-def _sel_tables(F: tl.constexpr, DOT_DTYPE: tl.constexpr):
-    """Selection matrices and per-column weights of the two feature blocks (see module doc)."""
+def _sel_tables(F: tl.constexpr, SEL_DTYPE: tl.constexpr, TRANS: tl.constexpr):
+    """Selection matrices (0/1, [16, n] or transposed [n, 16]) and per-column weights/biases of the
+    two feature blocks (see module doc), in the selection dtype."""
     rows = tl.arange(0, F)
     # block A: column r = d*16 + a, pair (a, (a+d) % 16)
     cA = tl.arange(0, 128)
     aA = cA % 16
     dA = cA // 16
     bA = (aA + dA) % 16
-    selPA = (rows[:, None] == aA[None, :]).to(tl.float32).to(DOT_DTYPE)
-    selQA = (rows[:, None] == bA[None, :]).to(tl.float32).to(DOT_DTYPE)
-    wA = tl.where(dA == 0, 0.5, 1.0)
     # block X: c < 16 first order (q_c * 1); 16 <= c < 24 pair (c-16, c-8); c == 24 constant
     cX = tl.arange(0, 32)
     pX = tl.where(cX < 16, cX, cX - 16)
     qX = cX - 8
-    selPX = ((rows[:, None] == pX[None, :]) & (cX[None, :] < 24)).to(tl.float32).to(DOT_DTYPE)
-    selQX = ((rows[:, None] == qX[None, :]) & (cX[None, :] >= 16) & (cX[None, :] < 24)).to(tl.float32).to(DOT_DTYPE)
+    if TRANS:
+        selPA = (aA[:, None] == rows[None, :]).to(tl.float32).to(SEL_DTYPE)
+        selQA = (bA[:, None] == rows[None, :]).to(tl.float32).to(SEL_DTYPE)
+        selPX = ((pX[:, None] == rows[None, :]) & (cX[:, None] < 24)).to(tl.float32).to(SEL_DTYPE)
+        selQX = ((qX[:, None] == rows[None, :]) & (cX[:, None] >= 16) & (cX[:, None] < 24)).to(tl.float32).to(SEL_DTYPE)
+    else:
+        selPA = (rows[:, None] == aA[None, :]).to(tl.float32).to(SEL_DTYPE)
+        selQA = (rows[:, None] == bA[None, :]).to(tl.float32).to(SEL_DTYPE)
+        selPX = ((rows[:, None] == pX[None, :]) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
+        selQX = ((rows[:, None] == qX[None, :]) & (cX[None, :] >= 16) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
+    wA = tl.where(dA == 0, 0.5, 1.0)
     bPX = tl.where(cX == 24, 1.0, 0.0)
     bQX = tl.where((cX < 16) | (cX == 24), 1.0, 0.0)
     return selPA, selQA, wA, selPX, selQX, bPX, bQX
@@ -93,17 +102,35 @@ def _state_rows(scale):
 
 @triton.jit
 def _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX,
-            DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    """S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (k, v already zeroed at masked positions)."""
-    KA = tl.dot(kd, selPA, input_precision=PRECISION) * tl.dot(kd, selQA, input_precision=PRECISION)
-    KA = KA * wA[None, :]
-    KX = (tl.dot(kd, selPX, input_precision=PRECISION) + bPX[None, :]) * \
-         (tl.dot(kd, selQX, input_precision=PRECISION) + bQX[None, :])
-    KX = KX * m[:, None]
-    SA = tl.dot(tl.trans(KA.to(DOT_DTYPE)), vd, SA, input_precision=PRECISION)
-    SX = tl.dot(tl.trans(KX.to(DOT_DTYPE)), vd, SX, input_precision=PRECISION)
-    zA += tl.sum(KA, 0)
-    zX += tl.sum(KX, 0)
+            DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL_DTYPE: tl.constexpr, KT: tl.constexpr):
+    """S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (v zero at masked/out-of-range positions, k zero at
+    masked ones). KT: build the key features transposed ([n, BT], the update's A operand straight
+    from registers); SEL_DTYPE: dtype of the selection matmuls and the feature products (fp16:
+    exact selections, fp16 accumulators, half the registers of fp32)."""
+    if KT:
+        kt = tl.trans(kd).to(SEL_DTYPE)  # [16, BT]
+        KA = tl.dot(selPA, kt, input_precision=PRECISION, out_dtype=SEL_DTYPE) * \
+            tl.dot(selQA, kt, input_precision=PRECISION, out_dtype=SEL_DTYPE)
+        KA = KA * wA.to(SEL_DTYPE)[:, None]
+        KX = (tl.dot(selPX, kt, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bPX.to(SEL_DTYPE)[:, None]) * \
+             (tl.dot(selQX, kt, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bQX.to(SEL_DTYPE)[:, None])
+        KX = KX * m.to(SEL_DTYPE)[None, :]
+        SA = tl.dot(KA.to(DOT_DTYPE), vd, SA, input_precision=PRECISION)
+        SX = tl.dot(KX.to(DOT_DTYPE), vd, SX, input_precision=PRECISION)
+        zA += tl.sum(KA.to(tl.float32), 1)
+        zX += tl.sum(KX.to(tl.float32), 1)
+    else:
+        ks = kd.to(SEL_DTYPE)
+        KA = tl.dot(ks, selPA, input_precision=PRECISION, out_dtype=SEL_DTYPE) * \
+            tl.dot(ks, selQA, input_precision=PRECISION, out_dtype=SEL_DTYPE)
+        KA = KA * wA.to(SEL_DTYPE)[None, :]
+        KX = (tl.dot(ks, selPX, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bPX.to(SEL_DTYPE)[None, :]) * \
+             (tl.dot(ks, selQX, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bQX.to(SEL_DTYPE)[None, :])
+        KX = KX * m.to(SEL_DTYPE)[:, None]
+        SA = tl.dot(tl.trans(KA.to(DOT_DTYPE)), vd, SA, input_precision=PRECISION)
+        SX = tl.dot(tl.trans(KX.to(DOT_DTYPE)), vd, SX, input_precision=PRECISION)
+        zA += tl.sum(KA.to(tl.float32), 0)
+        zX += tl.sum(KX.to(tl.float32), 0)
     return SA, SX, zA, zX
 
 
@@ -120,6 +147,7 @@ def _based_chunk_kernel(
     HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
     COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    SEL_DTYPE: tl.constexpr = tl.float32, KT: tl.constexpr = False,
 ):
     F: tl.constexpr = 16
     pid_v = tl.program_id(0)
@@ -133,7 +161,11 @@ def _based_chunk_kernel(
     vmask = cols_v < DV
     ii = tl.arange(0, BT)
 
-    selPA, selQA, wA, selPX, selQX, bPX, bQX = _sel_tables(F, DOT_DTYPE)
+    selPA, selQA, wA, selPX, selQX, bPX, bQX = _sel_tables(F, SEL_DTYPE, False)
+    if KT:
+        tPA, tQA, twA, tPX, tQX, tbPX, tbQX = _sel_tables(F, SEL_DTYPE, True)
+    else:
+        tPA, tQA, twA, tPX, tQX, tbPX, tbQX = selPA, selQA, wA, selPX, selQX, bPX, bQX
     rowA, gA, rowX, gX, validX = _state_rows(scale)
 
     if HAS_INIT:
@@ -168,22 +200,27 @@ def _based_chunk_kernel(
             m = tmask.to(tl.float32)
         offs_t64 = offs_t.to(tl.int64)
         kf = tl.load(k_base + offs_t64[:, None] * skt + cols_f[None, :], mask=tmask[:, None], other=0.0)
-        kf = kf.to(tl.float32) * m[:, None]
-        kd = kf.to(tl.float32).to(DOT_DTYPE)
         vf = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
                      mask=tmask[:, None] & vmask[None, :], other=0.0)
-        vd = (vf.to(tl.float32) * m[:, None]).to(tl.float32).to(DOT_DTYPE)
+        if HAS_MASK:
+            kd = (kf.to(tl.float32) * m[:, None]).to(DOT_DTYPE)
+            vd = (vf.to(tl.float32) * m[:, None]).to(DOT_DTYPE)
+        else:  # out-of-range rows already loaded as 0
+            kd = kf.to(DOT_DTYPE)
+            vd = vf.to(DOT_DTYPE)
 
         if COMPUTE_OUT:
             qf = tl.load(q_base + offs_t64[:, None] * sqt + cols_f[None, :], mask=tmask[:, None], other=0.0)
-            qd = (qf.to(tl.float32) * scale).to(tl.float32).to(DOT_DTYPE)
+            qd = (qf.to(tl.float32) * scale).to(DOT_DTYPE)
+            qsel = qd.to(SEL_DTYPE)
             # inter-chunk readout phi(q) S with the state before this chunk
-            QA = tl.dot(qd, selPA, input_precision=PRECISION) * tl.dot(qd, selQA, input_precision=PRECISION)
-            QX = (tl.dot(qd, selPX, input_precision=PRECISION) + bPX[None, :]) * \
-                 (tl.dot(qd, selQX, input_precision=PRECISION) + bQX[None, :])
+            QA = tl.dot(qsel, selPA, input_precision=PRECISION, out_dtype=SEL_DTYPE) * \
+                tl.dot(qsel, selQA, input_precision=PRECISION, out_dtype=SEL_DTYPE)
+            QX = (tl.dot(qsel, selPX, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bPX.to(SEL_DTYPE)[None, :]) * \
+                 (tl.dot(qsel, selQX, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bQX.to(SEL_DTYPE)[None, :])
             acc = tl.dot(QX.to(DOT_DTYPE), SX.to(DOT_DTYPE), input_precision=PRECISION)
             acc = tl.dot(QA.to(DOT_DTYPE), SA.to(DOT_DTYPE), acc, input_precision=PRECISION)
-            den = tl.sum(QX * zX[None, :], 1) + tl.sum(QA * zA[None, :], 1)
+            den = tl.sum(QX.to(tl.float32) * zX[None, :], 1) + tl.sum(QA.to(tl.float32) * zA[None, :], 1)
             # intra-chunk quadratic form
             s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
             a = 1.0 + s + 0.5 * s * s
@@ -199,17 +236,271 @@ def _based_chunk_kernel(
         if SKIP_EMPTY:
             # state-only pass over a sparse mask (PLA encoder prefix): skip chunks with no key
             if tl.max(m, 0) > 0:
-                SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX,
-                                         bPX, bQX, DOT_DTYPE, PRECISION)
+                SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
+                                         tbPX, tbQX, DOT_DTYPE, PRECISION, SEL_DTYPE, KT)
         else:
-            SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX,
-                                     bPX, bQX, DOT_DTYPE, PRECISION)
+            SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
+                                     tbPX, tbQX, DOT_DTYPE, PRECISION, SEL_DTYPE, KT)
 
     if WRITE_STATE:
         sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
         tl.store(sbase_o + rowA[:, None] * DV + cols_v[None, :], SA * gA[:, None], mask=vmask[None, :])
         tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
                  mask=validX[:, None] & vmask[None, :])
+        if pid_v == 0:
+            zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
+            tl.store(zbase_o + rowA, zA * gA)
+            tl.store(zbase_o + rowX, zX * gX, mask=validX)
+
+
+@triton.jit
+def _full_update(kf, kd, vd, m, S2, S1, S0, z2, z1, z0, F: tl.constexpr, BT: tl.constexpr,
+                 DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    K2 = tl.reshape(kf[:, :, None] * kf[:, None, :], [BT, F * F]) * 0.5
+    S2 = tl.dot(tl.trans(K2.to(DOT_DTYPE)), vd, S2, input_precision=PRECISION)
+    S1 = tl.dot(tl.trans(kd), vd, S1, input_precision=PRECISION)
+    S0 += tl.sum(vd.to(tl.float32), 0)
+    z2 += tl.sum(K2, 0)
+    z1 += tl.sum(kf, 0)
+    z0 += tl.sum(m, 0)
+    return S2, S1, S0, z2, z1, z0
+
+
+@triton.jit
+def _based_full_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, m_ptr,
+    si_ptr, zi_ptr, so_ptr, zo_ptr,
+    T, seg_len, H,
+    sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh, smb, smt,
+    si_seg, si_b, si_h, zi_seg, zi_b, zi_h,
+    so_seg, so_b, so_h, zo_seg, zo_b, zo_h,
+    scale, eps,
+    DV: tl.constexpr, BLOCK_DV: tl.constexpr, BT: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
+    COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Variant "full": all 256 ordered products q_a q_b (broadcast + reshape, no selection matmuls),
+    first order as its own K=16 matmul, constant term as a vector. 6 matmuls per chunk instead of
+    14, about 10% more tensor FLOPs; the state is [256 + 16 + 1, dv] (symmetric copy in registers),
+    still read and written in the compact reference layout."""
+    F: tl.constexpr = 16
+    pid_v = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+
+    cols_f = tl.arange(0, F)
+    cols_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
+    vmask = cols_v < DV
+    ii = tl.arange(0, BT)
+    r2 = tl.arange(0, F * F)
+    a2 = r2 // F
+    b2 = r2 % F
+    lo = tl.minimum(a2, b2)
+    hi = tl.maximum(a2, b2)
+    row2 = 17 + (lo * (31 - lo)) // 2 + hi
+    # internal S2[a,b] = ½ Σ k_a k_b vᵀ (both orders): ref pair (a<b) = 2 S2[a,b]/√f, diag = √2 S2[a,a]/√f
+    g2 = tl.where(a2 == b2, scale * 1.4142135623730951, 2.0 * scale)
+    g1 = tl.sqrt(scale)
+    row1 = 1 + cols_f
+
+    if HAS_INIT:
+        sbase = si_ptr + pid_s * si_seg + b * si_b + h * si_h
+        zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
+        S2 = tl.load(sbase + row2[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0) / g2[:, None]
+        S1 = tl.load(sbase + row1[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0) / g1
+        S0 = tl.load(sbase + cols_v, mask=vmask, other=0.0)
+        z2 = tl.load(zbase + row2) / g2
+        z1 = tl.load(zbase + row1) / g1
+        z0 = tl.load(zbase)
+    else:
+        S2 = tl.zeros([F * F, BLOCK_DV], dtype=tl.float32)
+        S1 = tl.zeros([F, BLOCK_DV], dtype=tl.float32)
+        S0 = tl.zeros([BLOCK_DV], dtype=tl.float32)
+        z2 = tl.zeros([F * F], dtype=tl.float32)
+        z1 = tl.zeros([F], dtype=tl.float32)
+        z0 = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
+
+    q_base = q_ptr + b * sqb + h * sqh
+    k_base = k_ptr + b * skb + h * skh
+    v_base = v_ptr + b * svb + h * svh
+    o_base = o_ptr + b * sob + h * soh
+    t_start = pid_s * seg_len
+    for c in range(0, seg_len // BT):
+        offs_t = t_start + c * BT + ii
+        tmask = offs_t < T
+        if HAS_MASK:
+            m = tl.load(m_ptr + b * smb + offs_t.to(tl.int64) * smt, mask=tmask, other=0).to(tl.float32)
+        else:
+            m = tmask.to(tl.float32)
+        offs_t64 = offs_t.to(tl.int64)
+        kf = tl.load(k_base + offs_t64[:, None] * skt + cols_f[None, :], mask=tmask[:, None], other=0.0)
+        kf = kf.to(tl.float32) * m[:, None]
+        kd = kf.to(DOT_DTYPE)
+        vf = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
+                     mask=tmask[:, None] & vmask[None, :], other=0.0)
+        vd = (vf.to(tl.float32) * m[:, None]).to(DOT_DTYPE)
+        if COMPUTE_OUT:
+            qf = tl.load(q_base + offs_t64[:, None] * sqt + cols_f[None, :], mask=tmask[:, None], other=0.0)
+            qs = qf.to(tl.float32) * scale
+            qd = qs.to(DOT_DTYPE)
+            Q2 = tl.reshape(qs[:, :, None] * qs[:, None, :], [BT, F * F])
+            acc = tl.dot(Q2.to(DOT_DTYPE), S2.to(DOT_DTYPE), input_precision=PRECISION)
+            acc = tl.dot(qd, S1.to(DOT_DTYPE), acc, input_precision=PRECISION)
+            acc += S0[None, :]
+            den = tl.sum(Q2 * z2[None, :], 1) + tl.sum(qs * z1[None, :], 1) + z0
+            s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
+            a = 1.0 + s + 0.5 * s * s
+            keep = (ii[:, None] >= ii[None, :]) & (m[None, :] > 0)
+            a = tl.where(keep, a, 0.0)
+            den += tl.sum(a, 1)
+            acc = tl.dot(a.to(DOT_DTYPE), vd, acc, input_precision=PRECISION)
+            out = acc / (den[:, None] + eps)
+            tl.store(o_base + offs_t64[:, None] * sot + cols_v[None, :], out.to(o_ptr.dtype.element_ty),
+                     mask=tmask[:, None] & vmask[None, :])
+        if SKIP_EMPTY:
+            if tl.max(m, 0) > 0:
+                S2, S1, S0, z2, z1, z0 = _full_update(kf, kd, vd, m, S2, S1, S0, z2, z1, z0, F, BT,
+                                                      DOT_DTYPE, PRECISION)
+        else:
+            S2, S1, S0, z2, z1, z0 = _full_update(kf, kd, vd, m, S2, S1, S0, z2, z1, z0, F, BT,
+                                                  DOT_DTYPE, PRECISION)
+
+    if WRITE_STATE:
+        sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
+        upper = a2 <= b2
+        tl.store(sbase_o + row2[:, None] * DV + cols_v[None, :], S2 * g2[:, None], mask=upper[:, None] & vmask[None, :])
+        tl.store(sbase_o + row1[:, None] * DV + cols_v[None, :], S1 * g1, mask=vmask[None, :])
+        tl.store(sbase_o + cols_v, S0, mask=vmask)
+        if pid_v == 0:
+            zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
+            tl.store(zbase_o + row2, z2 * g2, mask=upper)
+            tl.store(zbase_o + row1, z1 * g1)
+            tl.store(zbase_o, z0)
+
+
+@triton.jit
+def _based_gather_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, m_ptr,
+    si_ptr, zi_ptr, so_ptr, zo_ptr,
+    T, seg_len, H,
+    sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh, smb, smt,
+    si_seg, si_b, si_h, zi_seg, zi_b, zi_h,
+    so_seg, so_b, so_h, zo_seg, zo_b, zo_h,
+    scale, eps,
+    DV: tl.constexpr, BLOCK_DV: tl.constexpr, BT: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
+    COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Variant "gather": the same 160 symmetric feature columns as the default kernel, but each
+    factor tile is loaded straight from q / k with per-column offsets (the rows are in L1 after the
+    first touch) instead of selection matmuls, and the state is kept transposed (Sᵀ [dv, n]) so the
+    update Sᵀ += Vᵀ φ(K) takes the features as they come. 6 matmuls per chunk instead of 14."""
+    F: tl.constexpr = 16
+    pid_v = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+
+    cols_f = tl.arange(0, F)
+    cols_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
+    vmask = cols_v < DV
+    ii = tl.arange(0, BT)
+    # block A columns: pair (pa, pb) = (r % 16, (r % 16 + r // 16) % 16), weight ½ on the diagonal
+    cA = tl.arange(0, 128)
+    pa = cA % 16
+    pb = (pa + cA // 16) % 16
+    wA = tl.where(cA < 16, 0.5, 1.0)
+    # block X columns: c < 16 first order, 16 <= c < 24 pair (c-16, c-8), 24 constant, rest zero
+    cX = tl.arange(0, 32)
+    px = tl.where(cX < 16, cX, cX - 16)
+    qx = tl.where((cX >= 16) & (cX < 24), cX - 8, 0)
+    p_on = cX < 24
+    q_on = (cX >= 16) & (cX < 24)
+    one_p = tl.where(cX == 24, 1.0, 0.0)  # value where the P factor is not loaded
+    one_q = tl.where((cX < 16) | (cX == 24), 1.0, 0.0)
+    qscale_x = tl.where(cX < 16, scale, tl.where(cX < 24, scale * scale, 1.0))
+    rowA, gA, rowX, gX, validX = _state_rows(scale)
+
+    if HAS_INIT:
+        sbase = si_ptr + pid_s * si_seg + b * si_b + h * si_h
+        zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
+        StA = tl.load(sbase + rowA[None, :] * DV + cols_v[:, None], mask=vmask[:, None], other=0.0) / gA[None, :]
+        StX = tl.load(sbase + rowX[None, :] * DV + cols_v[:, None], mask=validX[None, :] & vmask[:, None],
+                      other=0.0) / gX[None, :]
+        zA = tl.load(zbase + rowA) / gA
+        zX = tl.load(zbase + rowX, mask=validX, other=0.0) / gX
+    else:
+        StA = tl.zeros([BLOCK_DV, 128], dtype=tl.float32)
+        StX = tl.zeros([BLOCK_DV, 32], dtype=tl.float32)
+        zA = tl.zeros([128], dtype=tl.float32)
+        zX = tl.zeros([32], dtype=tl.float32)
+
+    q_base = q_ptr + b * sqb + h * sqh
+    k_base = k_ptr + b * skb + h * skh
+    v_base = v_ptr + b * svb + h * svh
+    o_base = o_ptr + b * sob + h * soh
+    t_start = pid_s * seg_len
+    for c in range(0, seg_len // BT):
+        offs_t = t_start + c * BT + ii
+        tmask = offs_t < T
+        offs_t64 = offs_t.to(tl.int64)
+        if HAS_MASK:
+            m = tl.load(m_ptr + b * smb + offs_t64 * smt, mask=tmask, other=0).to(tl.float32)
+        else:
+            m = tmask.to(tl.float32)
+        krow = k_base + offs_t64[:, None] * skt
+        vd = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
+                     mask=tmask[:, None] & vmask[None, :], other=0.0).to(DOT_DTYPE)
+        do_update = True
+        if SKIP_EMPTY:
+            do_update = tl.max(m, 0) > 0
+        if COMPUTE_OUT:
+            qrow = q_base + offs_t64[:, None] * sqt
+            qd = (tl.load(qrow + cols_f[None, :], mask=tmask[:, None], other=0.0).to(tl.float32) * scale).to(DOT_DTYPE)
+            kd = tl.load(krow + cols_f[None, :], mask=tmask[:, None], other=0.0).to(DOT_DTYPE)
+            QP = tl.load(qrow + pa[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+            QQ = tl.load(qrow + pb[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+            QA = (QP * QQ * (scale * scale)).to(DOT_DTYPE)
+            XP = tl.load(qrow + px[None, :], mask=tmask[:, None] & p_on[None, :], other=0.0).to(tl.float32) + one_p[None, :]
+            XQ = tl.load(qrow + qx[None, :], mask=tmask[:, None] & q_on[None, :], other=0.0).to(tl.float32) + one_q[None, :]
+            QX = XP * XQ * qscale_x[None, :]
+            acc = tl.dot(QX.to(DOT_DTYPE), tl.trans(StX.to(DOT_DTYPE)), input_precision=PRECISION)
+            acc = tl.dot(QA, tl.trans(StA.to(DOT_DTYPE)), acc, input_precision=PRECISION)
+            den = tl.sum(QX * zX[None, :], 1) + tl.sum(QA.to(tl.float32) * zA[None, :], 1)
+            s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
+            a = 1.0 + s + 0.5 * s * s
+            keep = (ii[:, None] >= ii[None, :]) & (m[None, :] > 0)
+            a = tl.where(keep, a, 0.0)
+            den += tl.sum(a, 1)
+            acc = tl.dot(a.to(DOT_DTYPE), vd, acc, input_precision=PRECISION)
+            out = acc / (den[:, None] + eps)
+            tl.store(o_base + offs_t64[:, None] * sot + cols_v[None, :], out.to(o_ptr.dtype.element_ty),
+                     mask=tmask[:, None] & vmask[None, :])
+        if do_update:
+            KP = tl.load(krow + pa[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+            KQ = tl.load(krow + pb[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+            KA = KP * KQ * wA[None, :]
+            XP = tl.load(krow + px[None, :], mask=tmask[:, None] & p_on[None, :], other=0.0).to(tl.float32) + one_p[None, :]
+            XQ = tl.load(krow + qx[None, :], mask=tmask[:, None] & q_on[None, :], other=0.0).to(tl.float32) + one_q[None, :]
+            KX = XP * XQ * m[:, None]
+            if HAS_MASK:
+                KA = KA * m[:, None]
+            vt = tl.trans(vd)
+            StA = tl.dot(vt, KA.to(DOT_DTYPE), StA, input_precision=PRECISION)
+            StX = tl.dot(vt, KX.to(DOT_DTYPE), StX, input_precision=PRECISION)
+            zA += tl.sum(KA, 0)
+            zX += tl.sum(KX, 0)
+
+    if WRITE_STATE:
+        sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
+        tl.store(sbase_o + rowA[None, :] * DV + cols_v[:, None], StA * gA[None, :], mask=vmask[:, None])
+        tl.store(sbase_o + rowX[None, :] * DV + cols_v[:, None], StX * gX[None, :],
+                 mask=validX[None, :] & vmask[:, None])
         if pid_v == 0:
             zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
             tl.store(zbase_o + rowA, zA * gA)
@@ -234,11 +525,24 @@ def _num_sms(device: torch.device) -> int:
     return 4
 
 
+LAST_KERNEL = None  # the compiled kernel of the last launch (benchmarks read n_regs / n_spills)
+
+
 def _default_config(dv: int, dtype: torch.dtype):
     block_dv = triton.next_power_of_2(dv) if dv <= 64 else 64
     if dv > 64 and triton.next_power_of_2(dv) == 128 and dv > 96:
         block_dv = 128
-    return dict(BT=64, BLOCK_DV=max(16, block_dv), num_warps=4, num_stages=2)
+    cfg = dict(variant="sym", BT=128, BLOCK_DV=max(16, block_dv), num_stages=2)
+    override = os.environ.get("JRT_EVAL_BASED_CONFIG")  # JSON, for tuning runs
+    if override:
+        cfg.update(json.loads(override))
+    return cfg
+
+
+def _config(dv: int, dtype: torch.dtype, config: Optional[dict]) -> dict:
+    cfg = dict(_default_config(dv, dtype), **(config or {}))
+    cfg.setdefault("num_warps", 8 if cfg["BT"] >= 128 else 4)
+    return cfg
 
 
 def interpreting() -> bool:
@@ -284,7 +588,17 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     so, so_seg, so_b, so_h = st(state_out[0] if state_out is not None else None, out_seg)
     zo, zo_seg, zo_b, zo_h = st(state_out[1] if state_out is not None else None, out_seg)
     grid = (n_v, n_seg, B * H)
-    _based_chunk_kernel[grid](
+    extra = {}
+    if cfg.get("variant", "sym") == "full":
+        kern = _based_full_kernel
+    elif cfg.get("variant") == "gather":
+        kern = _based_gather_kernel
+    else:
+        kern = _based_chunk_kernel
+        sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
+        extra = dict(SEL_DTYPE=tl.float16 if sel16 else dot_dtype, KT=bool(cfg.get("kt", False)))
+    global LAST_KERNEL
+    LAST_KERNEL = kern[grid](
         q, k, v, out, m_arg, si, zi, so, zo,
         T, seg_len, H,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -295,7 +609,7 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         HAS_MASK=mask_u8 is not None, HAS_INIT=init is not None, WRITE_STATE=state_out is not None,
         COMPUTE_OUT=compute_out, SKIP_EMPTY=skip_empty,
         DOT_DTYPE=dot_dtype, PRECISION=precision,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **extra,
     )
 
 
@@ -357,7 +671,7 @@ def based_prefill_triton(
     B, T, H, f = q.shape
     dv = v.shape[-1]
     q, k, v = _contig_last(q), _contig_last(k), _contig_last(v)
-    cfg = dict(_default_config(dv, v.dtype), **(config or {}))
+    cfg = _config(dv, v.dtype, config)
     scale = 1.0 / math.sqrt(f)
     mask_u8 = _mask_u8(key_mask)
     if out is None:
@@ -414,7 +728,7 @@ def state_from_keys_triton(
     B, T, H, f = k.shape
     dv = v.shape[-1]
     k, v = _contig_last(k), _contig_last(v)
-    cfg = dict(_default_config(dv, v.dtype), **(config or {}))
+    cfg = _config(dv, v.dtype, config)
     scale = 1.0 / math.sqrt(f)
     mask_u8 = _mask_u8(key_mask)
     n_v = triton.cdiv(dv, cfg["BLOCK_DV"])
