@@ -124,7 +124,7 @@ class JRTLM(TemplateLM):
         self.pad_id = FAMILIES[self.family].ref_pad_id if self.reference_quirks else (self._eot or 0)
         if self.reference_quirks and self.family == "mamba" and hazy_mamba:
             self.pad_id = 220
-        self.dtype_name = str(dtype or "auto")
+        self.dtype_name = "amp_bf16" if self._autocast is not None else str(weight_dtype).replace("torch.", "")
         self.truncated = 0  # prompts cut from the left to fit max_length (reported in warnings)
 
     # ------------------------------------------------------------------ lm-eval plumbing
@@ -154,7 +154,7 @@ class JRTLM(TemplateLM):
     def get_model_info(self) -> dict:
         return {
             "model_num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "model_dtype": self.dtype_name if self._autocast is None else "amp_bf16",
+            "model_dtype": self.dtype_name,
             "jrt_family": self.family,
             "jrt_tokenizer": self._tokenizer_name,
             "jrt_reference_quirks": self.reference_quirks,
