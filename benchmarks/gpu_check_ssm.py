@@ -43,6 +43,12 @@ from jrt_eval.model_adapters.base import greedy_generate, left_pad  # noqa: E402
 
 RESULTS: dict = {}
 SUMMARY: list = []
+SPEED_INPUTS: dict = {}  # (family, L) -> (ids, mask) of the speed runs, reused by the anchors
+SPEED_TOKENS: dict = {}
+START = time.perf_counter()
+DEADLINE = [float("inf")]  # seconds after START; sections and sub-steps past it are skipped
+LOG_FILE = [None]
+OUT_DIR = [Path(".")]
 
 MAMBA_130M = {"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {}, "rms_norm": True,
               "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8}
@@ -54,13 +60,37 @@ GLA_13B = gla.tiny_config(hidden_size=2048, num_hidden_layers=24, num_heads=4, v
 
 
 def log(*args):
-    print(*args, flush=True)
+    line = " ".join(str(a) for a in args)
+    print(line, flush=True)
+    if LOG_FILE[0] is not None:
+        with open(LOG_FILE[0], "a") as f:
+            f.write(line + "\n")
+
+
+def time_left() -> float:
+    return DEADLINE[0] - (time.perf_counter() - START)
+
+
+def need(seconds: float, what: str) -> bool:
+    """False (and a note) when less than ``seconds`` remain before the deadline."""
+    if time_left() < seconds:
+        record(f"skipped.{what}", f"deadline ({time_left():.0f} s left, needs ~{seconds:.0f})")
+        return False
+    return True
+
+
+def save():
+    OUT_DIR[0].mkdir(parents=True, exist_ok=True)
+    (OUT_DIR[0] / "gpu_check_ssm.json").write_text(json.dumps(RESULTS, indent=1, default=str))
+    with open(OUT_DIR[0] / "summary.txt", "w") as f:
+        for key, val, note in SUMMARY:
+            f.write(f"{key:60s} {val} {note}\n")
 
 
 def section(name):
     def wrap(fn):
         def run(*a, **k):
-            log(f"\n=== {name}")
+            log(f"\n=== {name} (t={time.perf_counter() - START:.0f} s)")
             t = time.perf_counter()
             try:
                 fn(*a, **k)
@@ -71,6 +101,7 @@ def section(name):
             log(f"=== {name}: {time.perf_counter() - t:.1f} s")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            save()
         return run
     return wrap
 
@@ -119,7 +150,8 @@ def left_padded_batch(batch, lengths, vocab, device, seed):
 # ===================================================================================== 1. kernels
 @section("kernels")
 def check_kernels(dev, smoke):
-    from jrt_eval.kernels.mamba import fla_usable, gla_prefill, selective_scan, selective_state_update, triton_usable
+    """Our Triton kernels (or the torch paths on CPU) vs float64 references, real widths."""
+    from jrt_eval.kernels.mamba import gla_prefill, gla_step, selective_scan, selective_state_update, triton_usable
 
     g = torch.Generator(device=dev).manual_seed(0)
     b, T, d, n = (2, 40, 24, 16) if smoke else (4, 1000, 1536, 16)
@@ -133,18 +165,18 @@ def check_kernels(dev, smoke):
     mask = torch.ones(b, T, dtype=torch.long, device=dev)
     mask[0, : T // 3] = 0
     h0 = rn(b, d, n)
-    ref_y, ref_h = S.selective_scan_torch(*(t.double() for t in (x, dt, A, Bm, Cm, D, z, db)), mask=mask,
-                                          initial_state=h0.double())
     backend = "triton" if triton_usable(x) else "torch"
     record("kernel.backend", backend)
+    ref_y, ref_h = S.selective_scan_torch(*(t.double() for t in (x, dt, A, Bm, Cm, D, z, db)), mask=mask,
+                                          initial_state=h0.double())
     y, h = selective_scan(x, dt, A, Bm, Cm, D=D, z=z, dt_bias=db, mask=mask, initial_state=h0, backend=backend)
-    record("kernel.mamba_scan.fp32", diff(y, ref_y), f"[{b},{T},{d},{n}]")
+    record("kernel.mamba_scan.fp32", diff(y, ref_y), f"[{b},{T},{d},{n}] vs float64")
     record("kernel.mamba_scan.state.fp32", diff(h, ref_h))
     xb, dtb, zb, Bb, Cb = (t.bfloat16() for t in (x, dt, z, Bm, Cm))
     ref_yb, _ = S.selective_scan_torch(*(t.double() for t in (xb, dtb, A, Bb, Cb, D, zb, db)), mask=mask,
                                        initial_state=h0.double())
     yb, _ = selective_scan(xb, dtb, A, Bb, Cb, D=D, z=zb, dt_bias=db, mask=mask, initial_state=h0, backend=backend)
-    record("kernel.mamba_scan.bf16_in", diff(yb, ref_yb), "bf16 inputs/outputs, fp32 state")
+    record("kernel.mamba_scan.bf16_io", diff(yb, ref_yb), "bf16 inputs/outputs, fp32 state")
     st, st_ref = h0.clone(), h0.double().clone()
     ys = selective_state_update(st, x[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], D=D, z=z[:, 0], dt_bias=db, backend=backend)
     yr = R.selective_state_update_ref(st_ref, x[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], D=D, z=z[:, 0], dt_bias=db)
@@ -159,22 +191,19 @@ def check_kernels(dev, smoke):
         t, _ = timed(lambda: selective_scan_triton(xs, xs, A, Bs, Bs, D=D, z=xs, dt_bias=db), reps=5)
         gb = (4 * xs.numel() * 2 + 2 * Bs.numel() * 2) / 1e9
         record("kernel.mamba_scan.time_ms[32x1900x1536]", round(t * 1e3, 3), f"{gb / t:.0f} GB/s effective")
+        del xs, Bs
 
-    # GLA step
     bh = (2, 2, 32, 24) if smoke else (32, 4, 256, 512)
     Sg = rn(*bh)
     q, k, gk = rn(*bh[:3]), rn(*bh[:3]), torch.nn.functional.logsigmoid(rn(*bh[:3]) + 2) / 16
     v = rn(bh[0], bh[1], bh[3])
-    from jrt_eval.kernels.mamba import gla_step
-
-    S1, S2 = Sg.clone(), Sg.clone()
+    S1 = Sg.clone()
     o1 = gla_step(S1, q, k, v, gk, bh[2] ** -0.5, backend=backend)
     o_ref, S_ref = R.gla_recurrent_ref(q[:, None].double(), k[:, None].double(), v[:, None].double(),
-                                       gk[:, None].double(), initial_state=S2.double())
-    record("kernel.gla_step", diff(o1, o_ref[:, 0]))
+                                       gk[:, None].double(), initial_state=Sg.double())
+    record("kernel.gla_step", diff(o1, o_ref[:, 0]), f"{list(bh)}")
     record("kernel.gla_step.state", diff(S1, S_ref))
 
-    # SSD chunked vs sequential
     b2, T2, H, P, N = (2, 37, 4, 8, 16) if smoke else (2, 600, 24, 64, 128)
     xs, dts = rn(b2, T2, H, P), rn(b2, T2, H) - 2
     As, Bs, Cs = -torch.exp(rn(H, scale=0.5)), rn(b2, T2, 1, N), rn(b2, T2, 1, N)
@@ -182,34 +211,37 @@ def check_kernels(dev, smoke):
     m2 = torch.ones(b2, T2, dtype=torch.long, device=dev)
     m2[1, : T2 // 4] = 0
     y_ref, s_ref = R.ssd_sequential_ref(*(t.double() for t in (xs, dts, As, Bs, Cs, Ds, dbs)), mask=m2)
-    t0 = time.perf_counter()
     y_c, s_c = S.ssd_chunked(xs, dts, As, Bs, Cs, 8 if smoke else 256, D=Ds, dt_bias=dbs, mask=m2)
-    sync()
-    record("kernel.ssd_chunked.fp32", diff(y_c, y_ref), f"[{b2},{T2},{H},{P},{N}]")
+    record("kernel.ssd_chunked.fp32", diff(y_c, y_ref), f"[{b2},{T2},{H},{P},{N}] vs sequential float64")
     record("kernel.ssd_chunked.state.fp32", diff(s_c, s_ref))
 
-    # GLA prefill: fla vs our chunked torch path
+
+@section("fla_kernels")
+def check_fla_kernels(dev, smoke):
+    """fla chunk_gla / fused_recurrent_gla (with our pad masking) vs our chunked GLA in float64; bf16 only, at
+    GLA-1.3B's head dims (K 256, V 512), the shapes the speed runs autotune anyway."""
+    from jrt_eval.kernels.mamba import fla_usable, gla_prefill
+
+    g = torch.Generator(device=dev).manual_seed(1)
     b3, T3, H3, K3, V3 = (2, 70, 2, 16, 24) if smoke else (2, 700, 4, 256, 512)
-    q3, k3 = rn(b3, T3, H3, K3), rn(b3, T3, H3, K3)
-    v3 = rn(b3, T3, H3, V3)
+
+    def rn(*shape):
+        return torch.randn(*shape, generator=g, device=dev)
+
+    q3, k3, v3 = rn(b3, T3, H3, K3), rn(b3, T3, H3, K3), rn(b3, T3, H3, V3)
     g3 = torch.nn.functional.logsigmoid(rn(b3, T3, H3, K3) + 2) / 16
     m3 = torch.ones(b3, T3, dtype=torch.long, device=dev)
     m3[0, :50] = 0
-    o_ref, s_ref = S.gla_chunked(*(t.double() for t in (q3, k3, v3, g3)), mask=m3)
-    o_t, s_t = gla_prefill(q3, k3, v3, g3, mask=m3, backend="torch")
-    record("kernel.gla_chunked_torch.fp32", diff(o_t, o_ref))
-    if fla_usable(q3):
-        for dtype in (torch.float32, torch.bfloat16):
-            for TT in (T3, 50):
-                o_f, s_f = gla_prefill(q3[:, :TT].to(dtype), k3[:, :TT].to(dtype), v3[:, :TT].to(dtype), g3[:, :TT],
-                                       mask=m3[:, :TT], backend="fla")
-                o_r, s_r = S.gla_chunked(*(t[:, :TT].to(dtype).double() for t in (q3, k3, v3)), g3[:, :TT].double(),
-                                         mask=m3[:, :TT])
-                tag = "chunk" if TT > 64 else "fused_recurrent"
-                record(f"kernel.fla_{tag}_gla.{str(dtype)[6:]}", diff(o_f, o_r))
-                record(f"kernel.fla_{tag}_gla.state.{str(dtype)[6:]}", diff(s_f, s_r))
-    else:
-        record("kernel.fla", "not importable: skipped")
+    if not fla_usable(q3):
+        record("kernel.fla", "not usable here: skipped")
+        return
+    for TT in (T3, 50):
+        qb, kb, vb = (t[:, :TT].bfloat16() for t in (q3, k3, v3))
+        o_f, s_f = gla_prefill(qb, kb, vb, g3[:, :TT], scale=K3 ** -0.5, mask=m3[:, :TT], backend="fla")
+        o_r, s_r = S.gla_chunked(qb.double(), kb.double(), vb.double(), g3[:, :TT].double(), mask=m3[:, :TT])
+        tag = "chunk" if TT > 64 else "fused_recurrent"
+        record(f"kernel.fla_{tag}_gla.bf16", diff(o_f, o_r), "vs our chunked GLA in float64, left-padded rows")
+        record(f"kernel.fla_{tag}_gla.state.bf16", diff(s_f, s_r))
 
 
 # ===================================================================================== 2. parity
@@ -243,8 +275,7 @@ def decode_parity(model, ids, n, k):
     errs = [diff(last, full[:, n - 1])]
     for j in range(n, n + k - 1):
         errs.append(diff(model.step(ids[:, j], cache), full[:, j]))
-    worst = max(errs, key=lambda e: e["rel"])
-    return worst
+    return max(errs, key=lambda e: e["rel"])
 
 
 def padding_parity(model, vocab, dev, lengths=(257, 33, 2, 130), seed=3):
@@ -260,61 +291,70 @@ def padding_parity(model, vocab, dev, lengths=(257, 33, 2, 130), seed=3):
     return worst, g_batch == g_alone
 
 
-@section("parity")
-def check_parity(dev, smoke):
+@section("parity_mamba")
+def check_parity_mamba(dev, smoke):
     small = {"d_model": 64, "n_layer": 2} if smoke else {}
     for family, cfg in (("mamba", dict(MAMBA_130M, **small)), ("mamba2", dict(MAMBA2_130M, **small))):
+        if not need(40, f"parity.{family}"):
+            continue
         if smoke and family == "mamba2":
             cfg["ssm_cfg"] = {"layer": "Mamba2", "headdim": 16, "d_state": 16, "chunk_size": 16}
         fast = _mamba_model(family, cfg, dev, torch.float32)
-        ref = _mamba_model(family, cfg, dev, torch.float32, impl="hf")
         seqs, ids, mask = left_padded_batch(3, (300, 257, 180) if not smoke else (40, 33, 20), 50277, dev, 1)
         keep = mask.bool()
+        ref = _mamba_model(family, cfg, dev, torch.float32, impl="hf")
         record(f"parity.{family}.fast_vs_transformers.fp32", diff(fast(ids, mask)[keep], ref(ids, mask)[keep]),
-               "real positions of a left-padded batch")
+               "real positions of a left-padded batch, 130M widths")
+        del ref
         ids1 = torch.tensor([seqs[0]], device=dev).repeat(2, 1)
         record(f"parity.{family}.decode_vs_forward.fp32", decode_parity(fast, ids1, 7, 9),
-               "prefill 7, 8 CUDA-graph steps" if dev.type == "cuda" else "prefill 7, 8 steps")
+               "prefill 7 + 8 steps" + (" (CUDA graph)" if dev.type == "cuda" else ""))
         worst, same = padding_parity(fast, 50277, dev)
         record(f"parity.{family}.padded_vs_alone.fp32", worst)
         record(f"parity.{family}.padded_vs_alone.greedy_identical", same)
         if dev.type == "cuda":
             half = _mamba_model(family, cfg, dev, torch.bfloat16)
-            record(f"parity.{family}.fast_bf16_vs_fp32", diff(half(ids, mask), fast(ids, mask)))
-        del fast, ref
-    # GLA: a small checkpoint written to disk, loaded by us and by fla
+            record(f"parity.{family}.fast_bf16_vs_fp32", diff(half(ids, mask)[keep], fast(ids, mask)[keep]))
+            del half
+        del fast
+
+
+@section("parity_gla")
+def check_parity_gla(dev, smoke):
+    """A GLA checkpoint with GLA-1.3B's head dims (2 heads of K 256 / V 512, 4 layers) written to disk. fp32: our
+    torch prefill + Triton decode step (CUDA graph) vs the parallel forward, padding invariance. bf16: our CUDA
+    path (fla prefill) vs our fp32 torch path and vs fla's own GLAForCausalLM (fla only in bf16: each dtype costs
+    a full autotune of fla's kernels)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        over = dict(hidden_size=256, num_heads=4, num_hidden_layers=4) if not smoke else {}
+        over = dict(hidden_size=1024, num_heads=2, num_hidden_layers=4) if not smoke else {}
         folder = gla.write_tiny_checkpoint(Path(tmp) / "gla", seed=0, **over)
-        ours = gla.load_model(str(folder), device=dev)
-        torch_path = gla.load_model(str(folder), device=dev, kernels="torch")
+        ref32 = gla.load_model(str(folder), device=dev, kernels="triton" if dev.type == "cuda" else "torch")
         seqs, ids, mask = left_padded_batch(3, (300, 257, 180) if not smoke else (70, 33, 20), 50257, dev, 2)
         keep = mask.bool()
-        record("parity.gla.fast_vs_torch.fp32", diff(ours(ids, mask)[keep], torch_path(ids, mask)[keep]))
         ids1 = torch.tensor([seqs[0]], device=dev).repeat(2, 1)
-        record("parity.gla.decode_vs_forward.fp32", decode_parity(ours, ids1, 7, 9))
-        worst, same = padding_parity(ours, 50257, dev)
+        record("parity.gla.decode_vs_forward.fp32", decode_parity(ref32, ids1, 7, 9), "torch prefill, Triton step")
+        worst, same = padding_parity(ref32, 50257, dev)
         record("parity.gla.padded_vs_alone.fp32", worst)
         record("parity.gla.padded_vs_alone.greedy_identical", same)
-        try:
-            import fla  # noqa: F401
-            from transformers import AutoModelForCausalLM
-        except Exception as exc:
-            record("parity.gla.vs_fla", f"fla not importable: {exc}")
+        l32 = ref32(ids, mask)[keep]
+        del ref32
+        if dev.type != "cuda" or not need(60, "parity.gla.bf16_fla"):
             return
-        if dev.type != "cuda":
-            return
-        for dtype in (torch.float32, torch.bfloat16):
-            ref = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(dev).eval()
-            mine = gla.load_model(str(folder), device=dev, dtype=dtype)
-            with torch.inference_mode():
-                lr = ref(input_ids=ids, attention_mask=mask).logits.float()
-            lo = mine(ids, mask)
-            record(f"parity.gla.ours_vs_fla_GLAForCausalLM.{str(dtype)[6:]}", diff(lo[keep], lr[keep]),
-                   "real positions of a left-padded batch")
-            del ref, mine
+        dtype = torch.bfloat16
+        mine = gla.load_model(str(folder), device=dev, dtype=dtype)
+        lo = mine(ids, mask)[keep]
+        record("parity.gla.ours_bf16_fla_vs_ours_fp32_torch", diff(lo, l32))
+        record("parity.gla.decode_vs_forward.bf16", decode_parity(mine, ids1, 70, 6), "fla prefill, Triton step")
+        import fla  # noqa: F401
+        from transformers import AutoModelForCausalLM
+
+        ref = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(dev).eval()
+        with torch.inference_mode():
+            lr = ref(input_ids=ids, attention_mask=mask).logits.float()[keep]
+        record("parity.gla.ours_bf16_vs_fla_GLAForCausalLM_bf16", diff(lo, lr), "real positions, left-padded batch")
+        record("parity.gla.fla_GLAForCausalLM_bf16_vs_ours_fp32", diff(lr, l32), "fla's own bf16 error, for scale")
 
 
 # ===================================================================================== 3. speed
@@ -328,7 +368,7 @@ def bench_ours(model, ids, mask, new_tokens, reps):
     def run():
         out["tokens"] = greedy_generate(model, ids, mask, new_tokens).tokens
 
-    t, times = timed(run, reps=reps, warmup=1)
+    t, _ = timed(run, reps=reps, warmup=1)
     return t, out["tokens"]
 
 
@@ -343,50 +383,53 @@ def bench_hf_generate(hf_model, ids, mask, new_tokens):
     return time.perf_counter() - t, out[:, ids.shape[1]:].tolist()
 
 
-@section("speed")
-def check_speed(dev, smoke, anchors=True, reps=3):
+def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dtypes):
     B, NEW = (4, 6) if smoke else (32, 48)
     lengths = (40, 80) if smoke else (950, 1900)
-    fams = [("mamba", MAMBA_130M, 50277), ("mamba2", MAMBA2_130M, 50277), ("gla", GLA_13B, 32000)]
-    if smoke:
-        fams = [("mamba", dict(MAMBA_130M, d_model=64, n_layer=2), 50277),
-                ("mamba2", dict(MAMBA2_130M, d_model=64, n_layer=2,
-                                ssm_cfg={"layer": "Mamba2", "headdim": 16, "d_state": 16, "chunk_size": 16}), 50277),
-                ("gla", gla.tiny_config(vocab_size=32000), 32000)]
-    for family, cfg, vocab in fams:
-        dtypes = [torch.bfloat16] + ([torch.float16] if family != "gla" else [])
-        if dev.type != "cuda":
-            dtypes = [torch.float32]
-        build = (lambda dt: _gla_model(cfg, dev, dt)) if family == "gla" else (lambda dt: _mamba_model(family, cfg, dev, dt))
-        for L in lengths:
-            gen = torch.Generator().manual_seed(L)
-            ids = torch.randint(0, vocab, (B, L), generator=gen).to(dev)
-            mask = torch.ones_like(ids)
-            ref_tokens = None
+    if dev.type != "cuda":
+        dtypes = [torch.float32]
+
+    def build(dt):
+        if family == "gla":  # the fp32 reference of GLA runs our torch prefill (fla autotunes per dtype)
+            return _gla_model(cfg, dev, dt, kernels="auto" if dt != torch.float32 else
+                              ("triton" if dev.type == "cuda" else "torch"))
+        return _mamba_model(family, cfg, dev, dt)
+
+    for L in lengths:
+        if not need(30, f"speed.{family}.L{L}"):
+            continue
+        gen = torch.Generator().manual_seed(L)
+        ids = torch.randint(0, vocab, (B, L), generator=gen).to(dev)
+        mask = torch.ones_like(ids)
+        ref_tokens = None
+        SPEED_INPUTS[(family, L)] = (ids, mask)
+        if dev.type == "cuda" and L in fp32_lengths and need(40, f"speed.{family}.L{L}.fp32"):
+            m32 = build(torch.float32)
+            t32, ref_tokens = bench_ours(m32, ids, mask, NEW, reps=1)
+            record(f"speed.{family}.L{L}.ours_fp32_s_per_batch", round(t32, 3))
+            del m32
+            torch.cuda.empty_cache()
+        for dt in dtypes:
+            if not need(20, f"speed.{family}.L{L}.{dt}"):
+                continue
+            model = build(dt)
+            t, toks = bench_ours(model, ids, mask, NEW, reps)
+            name = str(dt)[6:]
+            SPEED_TOKENS[(family, L, name)] = toks
+            record(f"speed.{family}.L{L}.ours_{name}_s_per_batch", round(t, 3), f"{B / t:.1f} prompts/s")
+            if ref_tokens is not None:
+                record(f"speed.{family}.L{L}.ours_{name}_greedy_agree_fp32", agreement(toks, ref_tokens),
+                       f"share of rows with identical {NEW} tokens")
+            if L == lengths[0] and dt == dtypes[0]:
+                _, pids, pmask = left_padded_batch(B, [int(L * (0.6 + 0.4 * i / B)) for i in range(B)], vocab, dev, 5)
+                tp, _ = bench_ours(model, pids, pmask, NEW, reps)
+                record(f"speed.{family}.L{L}.ours_{name}_mixed_lengths_s_per_batch", round(tp, 3), "0.6L..L, left-padded")
+            if anchors and family != "gla" and dt == torch.bfloat16 and dev.type == "cuda" and need(45, f"speed.{family}.L{L}.anchor"):
+                _anchor(family, cfg, model, ids, mask, NEW, L, toks, dev)
+            del model
             if dev.type == "cuda":
-                m32 = build(torch.float32)
-                t32, ref_tokens = bench_ours(m32, ids, mask, NEW, reps=1)
-                record(f"speed.{family}.L{L}.ours_fp32_s_per_batch", round(t32, 3))
-                del m32
                 torch.cuda.empty_cache()
-            for dt in dtypes:
-                model = build(dt)
-                t, toks = bench_ours(model, ids, mask, NEW, reps)
-                name = str(dt)[6:]
-                record(f"speed.{family}.L{L}.ours_{name}_s_per_batch", round(t, 3), f"{B / t:.1f} prompts/s")
-                if ref_tokens is not None:
-                    record(f"speed.{family}.L{L}.ours_{name}_greedy_agree_fp32", agreement(toks, ref_tokens),
-                           f"rows with identical {NEW} tokens")
-                # mixed lengths (left padding) cost
-                if L == lengths[0]:
-                    _, pids, pmask = left_padded_batch(B, [int(L * (0.6 + 0.4 * i / B)) for i in range(B)], vocab, dev, 5)
-                    tp, _ = bench_ours(model, pids, pmask, NEW, reps)
-                    record(f"speed.{family}.L{L}.ours_{name}_mixed_lengths_s_per_batch", round(tp, 3))
-                if anchors and dt == torch.bfloat16:
-                    _anchor(family, cfg, model, ids, mask, NEW, L, toks, dev)
-                del model
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
+        save()
 
 
 def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
@@ -428,15 +471,55 @@ def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
         torch.cuda.empty_cache()
 
 
+@section("speed_mamba")
+def check_speed_mamba(dev, smoke, anchors, reps):
+    cfg = dict(MAMBA_130M, d_model=64, n_layer=2) if smoke else MAMBA_130M
+    speed_family("mamba", cfg, 50277, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
+
+
+@section("speed_mamba2")
+def check_speed_mamba2(dev, smoke, anchors, reps):
+    cfg = MAMBA2_130M if not smoke else dict(MAMBA2_130M, d_model=64, n_layer=2, ssm_cfg={
+        "layer": "Mamba2", "headdim": 16, "d_state": 16, "chunk_size": 16})
+    speed_family("mamba2", cfg, 50277, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
+
+
+@section("speed_gla")
+def check_speed_gla(dev, smoke, anchors, reps):
+    cfg = gla.tiny_config(vocab_size=32000) if smoke else GLA_13B
+    speed_family("gla", cfg, 32000, dev, smoke, anchors, reps, (950, 40), [torch.bfloat16])
+
+
+@section("anchor_gla")
+def check_anchor_gla(dev, smoke, lengths=(1900,)):
+    """fla's GLAForCausalLM.generate on GLA-1.3B (bf16, the same random weights) at the speed-run prompts."""
+    if dev.type != "cuda":
+        return
+    for L in lengths:
+        if (("gla", L) not in SPEED_INPUTS) or not need(60, f"speed.gla.L{L}.anchor"):
+            continue
+        ids, mask = SPEED_INPUTS[("gla", L)]
+        ours = _gla_model(GLA_13B, dev, torch.bfloat16)
+        _anchor("gla", GLA_13B, ours, ids, mask, 48, L, SPEED_TOKENS.get(("gla", L, "bfloat16"), []), dev)
+        del ours
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--smoke", action="store_true", help="CPU, toy sizes")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: kernels,parity,speed,anchors")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma list of sections to run (default: all)")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip; 'anchors' skips the anchors")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--deadline", type=float, default=540, help="seconds; later steps are skipped (JSON still written)")
     args = ap.parse_args()
+    OUT_DIR[0] = Path(args.out)
+    OUT_DIR[0].mkdir(parents=True, exist_ok=True)
+    LOG_FILE[0] = OUT_DIR[0] / "log.txt"
+    DEADLINE[0] = args.deadline
     dev = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     skip = set(filter(None, args.skip.split(",")))
+    only = set(filter(None, args.only.split(",")))
     info = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"}
     for pkg in ("triton", "transformers", "fla"):
         try:
@@ -447,15 +530,25 @@ def main():
     log(json.dumps(info))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    if "kernels" not in skip:
-        check_kernels(dev, args.smoke)
-    if "parity" not in skip:
-        check_parity(dev, args.smoke)
-    if "speed" not in skip:
-        check_speed(dev, args.smoke, anchors="anchors" not in skip, reps=args.reps)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check_ssm.json").write_text(json.dumps(RESULTS, indent=1, default=str))
+    anchors = "anchors" not in skip
+    plan = [  # most important first: a lease that runs out still brings back the rest
+        ("kernels", lambda: check_kernels(dev, args.smoke)),
+        ("speed_mamba", lambda: check_speed_mamba(dev, args.smoke, anchors, args.reps)),
+        ("speed_mamba2", lambda: check_speed_mamba2(dev, args.smoke, anchors, args.reps)),
+        ("parity_mamba", lambda: check_parity_mamba(dev, args.smoke)),
+        ("speed_gla", lambda: check_speed_gla(dev, args.smoke, anchors, args.reps)),
+        ("parity_gla", lambda: check_parity_gla(dev, args.smoke)),
+        ("fla_kernels", lambda: check_fla_kernels(dev, args.smoke)),
+        ("anchor_gla", lambda: check_anchor_gla(dev, args.smoke) if anchors else None),
+    ]
+    for name, fn in plan:
+        if name in skip or (only and name not in only):
+            continue
+        if time_left() < 20:
+            record(f"skipped.{name}", "deadline")
+            continue
+        fn()
+    save()
     log("\n================ summary")
     for key, val, note in SUMMARY:
         log(f"{key:60s} {val} {note}")

@@ -319,6 +319,11 @@ def tiny_config(**overrides) -> dict:
            "use_cache": True, "use_gk": True, "use_gv": False, "use_output_gate": True, "use_short_conv": False,
            "vocab_size": 50257}
     cfg.update(overrides)
+    if cfg["vocab_size"] != 50257:  # not GPT-2's vocabulary: Llama-2's special ids, as the real checkpoints
+        cfg.setdefault("bos_token_id", 1)
+        for key, value in (("bos_token_id", 1), ("eos_token_id", 2)):
+            if key not in overrides:
+                cfg[key] = value
     return cfg
 
 

@@ -99,10 +99,11 @@ def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto"):
     if backend == "fla" or (backend == "auto" and fla_usable(q)):
         from fla.ops.gla import chunk_gla, fused_recurrent_gla
 
+        gk = gk.to(q.dtype)  # as fla's own layer passes it (and one autotuned kernel set per dtype, not two)
         if mask is not None:  # a pad adds nothing and does not decay the state
-            m = mask.to(k.dtype)[:, :, None, None]
+            m = mask.to(q.dtype)[:, :, None, None]
             k = k * m
-            gk = gk * mask.to(gk.dtype)[:, :, None, None]
+            gk = gk * m
         if q.shape[1] <= 64:  # what fla's own layer does for short inputs
             o, state = fused_recurrent_gla(q, k, v, gk=gk, scale=scale, output_final_state=True)
         else:
