@@ -198,7 +198,8 @@ class HFCache:
         self.cache = cache
 
     def select(self, rows):
-        self.cache.reorder_cache(torch.as_tensor(rows, dtype=torch.long))
+        with torch.inference_mode():
+            self.cache.reorder_cache(torch.as_tensor(rows, dtype=torch.long))
         return self
 
 
@@ -279,12 +280,11 @@ class MambaLM(RecurrentLM):
         return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
 
     # ------------------------------------------------------------------ transformers path
-    @torch.inference_mode()
-    def step(self, input_ids, cache):
+    def _step(self, input_ids, cache):
         if isinstance(cache, HFCache):
             out = self.hf(input_ids=input_ids.reshape(-1, 1), cache_params=cache.cache, use_cache=True)
             return out.logits[:, -1].float()
-        return super().step(input_ids, cache)
+        return super()._step(input_ids, cache)
 
 
 # ===================================================================================== loading

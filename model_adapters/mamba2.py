@@ -298,12 +298,11 @@ class Mamba2LM(RecurrentLM):
             resid = resid + m.out_proj(y)
         return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
 
-    @torch.inference_mode()
-    def step(self, input_ids, cache):
+    def _step(self, input_ids, cache):
         if isinstance(cache, HFCache):
             out = self.hf(input_ids=input_ids.reshape(-1, 1), cache_params=cache.cache, use_cache=True)
             return out.logits[:, -1].float()
-        return super().step(input_ids, cache)
+        return super()._step(input_ids, cache)
 
 
 # ===================================================================================== loading

@@ -112,6 +112,10 @@ def as_mask(attention_mask: Optional[torch.Tensor], input_ids: torch.Tensor) -> 
 
 
 # ============================================================================ cache and decode graphs
+def _export(t: torch.Tensor) -> torch.Tensor:
+    return t if torch.is_inference_mode_enabled() else t.clone()
+
+
 class StateCache:
     """Recurrent state after a prefix: ``layers[i]`` maps a state name to a tensor with the batch first.
 
@@ -132,32 +136,41 @@ class StateCache:
 
     def select(self, rows) -> "StateCache":
         device = next(iter(self.layers[0].values())).device
-        rows = torch.as_tensor(rows, dtype=torch.long, device=device)
-        if self.rows is not None:
-            self.rows = self.rows[rows]
-        else:
-            self.layers = [{k: v.index_select(0, rows) for k, v in layer.items()} for layer in self.layers]
+        with torch.inference_mode():
+            rows = torch.as_tensor(rows, dtype=torch.long, device=device)
+            if self.rows is not None:
+                self.rows = self.rows[rows]
+            else:
+                self.layers = [{k: v.index_select(0, rows) for k, v in layer.items()} for layer in self.layers]
         return self
 
     def live_layers(self) -> list:
         """The states of the live rows (copies while bound to a graph)."""
         if self.rows is None:
             return self.layers
-        return [{k: v.index_select(0, self.rows) for k, v in layer.items()} for layer in self.layers]
+        with torch.inference_mode():
+            return [{k: v.index_select(0, self.rows) for k, v in layer.items()} for layer in self.layers]
 
     def _unbind(self) -> None:
-        self.layers = self.live_layers()
-        self.layers = [{k: v.clone() for k, v in layer.items()} for layer in self.layers]
+        with torch.inference_mode():
+            self.layers = [{k: v.clone() for k, v in layer.items()} for layer in self.live_layers()]
         self.rows, self._runner = None, None
 
 
 class _StepGraph:
-    """One captured decode step for a fixed full batch size."""
+    """One decode step over static full-batch buffers: captured as a CUDA graph (``capture=True``), or run eagerly
+    on the same buffers (``capture=False``, any device: the bookkeeping without the graph, for tests/debugging)."""
 
-    def __init__(self, step_fn: Callable, template: list, batch: int, device: torch.device):
+    def __init__(self, step_fn: Callable, template: list, batch: int, device: torch.device, capture: bool = True):
         self.batch = batch
+        self.step_fn = step_fn
         self.ids = torch.zeros(batch, dtype=torch.long, device=device)
         self.layers = [{k: torch.zeros_like(v) for k, v in layer.items()} for layer in template]
+        self.graph = None
+        self.logits = None
+        self.owner = None
+        if not capture:
+            return
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -167,7 +180,6 @@ class _StepGraph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.logits = step_fn(self.ids, self.layers)
-        self.owner = None
 
     def bind(self, cache: StateCache) -> None:
         if cache._runner is self:
@@ -185,7 +197,10 @@ class _StepGraph:
 
     def run(self, ids: torch.Tensor, cache: StateCache) -> torch.Tensor:
         self.ids.index_copy_(0, cache.rows, ids.to(self.ids.dtype))
-        self.graph.replay()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.logits = self.step_fn(self.ids, self.layers)
         return self.logits.index_select(0, cache.rows)
 
     def release(self) -> None:
@@ -218,21 +233,31 @@ class RecurrentLM(nn.Module):
         raise NotImplementedError
 
     # --- interface (base.py)
-    @torch.inference_mode()
+    # Everything runs under inference mode (no autograd bookkeeping; cache tensors are updated in place); results
+    # handed to a caller outside inference mode are cloned into ordinary tensors, so that the caller may edit
+    # them (greedy_generate masks padded vocabulary rows in place).
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        logits, _ = self._prefill_core(input_ids, as_mask(attention_mask, input_ids), want_state=False, last_only=False)
-        return logits.float()
+        with torch.inference_mode():
+            logits, _ = self._prefill_core(input_ids, as_mask(attention_mask, input_ids), want_state=False,
+                                           last_only=False)
+            logits = logits.float()
+        return _export(logits)
 
-    @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
         if input_ids.shape[1] == 0:
             raise ValueError("prefill needs at least one token per row")
-        logits, state = self._prefill_core(input_ids, as_mask(attention_mask, input_ids), want_state=True, last_only=True)
-        return logits[:, -1].float(), (state if hasattr(state, "select") else StateCache(state))
+        with torch.inference_mode():
+            logits, state = self._prefill_core(input_ids, as_mask(attention_mask, input_ids), want_state=True,
+                                               last_only=True)
+            logits = logits[:, -1].float()
+        return _export(logits), (state if hasattr(state, "select") else StateCache(state))
 
-    @torch.inference_mode()
-    def step(self, input_ids: torch.Tensor, cache: StateCache) -> torch.Tensor:
-        input_ids = input_ids.reshape(-1)
+    def step(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
+        with torch.inference_mode():
+            logits = self._step(input_ids.reshape(-1), cache)
+        return _export(logits)
+
+    def _step(self, input_ids: torch.Tensor, cache: StateCache) -> torch.Tensor:
         if self._graphable(input_ids):
             graph = cache._runner if cache._runner is not None else self._graph_for(cache)
             graph.bind(cache)
@@ -243,7 +268,11 @@ class RecurrentLM(nn.Module):
 
     # --- CUDA graphs
     def _graphable(self, input_ids) -> bool:
-        return self.cuda_graphs and input_ids.is_cuda and not torch.cuda.is_current_stream_capturing()
+        """``cuda_graphs``: True = CUDA graphs on CUDA tensors; "static" = the same static-buffer decode without
+        graph capture, on any device (exercises the bookkeeping on CPU); False = plain eager steps."""
+        if self.cuda_graphs == "static":
+            return True
+        return bool(self.cuda_graphs) and input_ids.is_cuda and not torch.cuda.is_current_stream_capturing()
 
     def _graph_for(self, cache: StateCache) -> _StepGraph:
         batch = next(iter(cache.layers[0].values())).shape[0]
@@ -252,7 +281,7 @@ class RecurrentLM(nn.Module):
         if graph is None:
             while len(self._graphs) >= self.MAX_GRAPHS:
                 self._graphs.pop(next(iter(self._graphs))).release()
-            graph = _StepGraph(self._step_core, cache.layers, batch, key[2])
+            graph = _StepGraph(self._step_core, cache.layers, batch, key[2], capture=self.cuda_graphs != "static")
             self._graphs[key] = graph
         return graph
 
