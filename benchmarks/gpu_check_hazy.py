@@ -1,0 +1,182 @@
+"""GPU parity and speed of the hazyresearch families (Based, JRT-RNN, attention baseline) in one device run.
+
+    python benchmarks/gpu_check_hazy.py --out $OUT            # on the device (H100/H200)
+    python benchmarks/gpu_check_hazy.py --smoke               # CPU, toy sizes: the same code paths
+
+Models are built in memory at the paper's 360M widths (d 1024, 27 layers for Based, 26 for JRT-RNN,
+24 for attention; f = 16, 16 heads, SWA window 256) with random weights (the hub is unreachable).
+
+1. parity, fp32: the fused Triton kernels vs the plain-PyTorch references (``JRT_EVAL_KERNELS=reference``)
+   on the whole model; recurrent decode vs the parallel forward; a left-padded batch vs each row alone.
+2. speed: batch 32, 950- and 1900-token prompts, 48 greedy tokens (no stop), in the paper's precision
+   (fp32 weights under bf16 autocast) with the fused kernels, vs the same model on the PyTorch
+   references measured in the same run; greedy agreement of the bf16-autocast run with an fp32 run.
+
+A short table is printed last; everything goes to ``<out>/gpu_check_hazy.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jrt_eval.model_adapters import hazy_gpt  # noqa: E402
+from jrt_eval.model_adapters.base import greedy_generate, left_pad  # noqa: E402
+
+TAYLOR16 = {"_target_": "based.models.mixers.linear_attention.TaylorExp", "input_dim": 16}
+WIDTHS = {  # reference-models.md §2.1, §3.1, §4 (360M scale)
+    "based": dict(n_embd=1024, n_head=16, n_layer=27, n_inner=2048, alt_mixer_layers=[1, 6, 11, 16, 21],
+                  alt_mixer_2_layers=[2, 7, 12, 17, 22], alt_mixer={"feature_dim": 16, "num_heads": 16,
+                                                                    "feature_map": TAYLOR16},
+                  alt_mixer_2={"window_size": 256, "num_heads": 16}),
+    "jrt_rnn": dict(n_embd=1024, n_head=16, n_layer=26, n_inner=2048, alt_mixer_layers=[1, 6, 11, 16, 21],
+                    alt_mixer_2_layers=[2, 7, 12, 17, 22], enc_length=1024,
+                    alt_mixer={"feature_dim": 16, "num_heads": 16, "enc_length": 1024, "dec_length": 1024},
+                    alt_mixer_2={"window_size": 256, "num_heads": 16}),
+    "attn": dict(n_embd=1024, n_head=16, n_layer=24, n_inner=2816),
+}
+SMOKE = {  # CPU: same structure, toy widths
+    "based": dict(alt_mixer={"feature_dim": 16, "num_heads": 2, "feature_map": TAYLOR16}),
+    "jrt_rnn": dict(alt_mixer={"feature_dim": 16, "num_heads": 2}),
+    "attn": dict(),
+}
+RESULTS: dict = {}
+ROWS: list = []
+
+
+def build(family: str, smoke: bool, device, seed: int = 0):
+    config = hazy_gpt.tiny_config(family, **(SMOKE if smoke else WIDTHS)[family])
+    spec = hazy_gpt.parse_config(config, family)
+    model = hazy_gpt.build_model(spec, None, config, device="meta")
+    model.load_state_dict(hazy_gpt.random_weights(model, seed), strict=True, assign=True)
+    return model.to(device).eval()
+
+
+@contextmanager
+def kernels(mode: str):
+    old = os.environ.get("JRT_EVAL_KERNELS")
+    os.environ["JRT_EVAL_KERNELS"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("JRT_EVAL_KERNELS")
+        else:
+            os.environ["JRT_EVAL_KERNELS"] = old
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def record(section, name, value, note=""):
+    RESULTS.setdefault(section, {})[name] = value
+    ROWS.append((section, name, value, note))
+    print(f"[{section}] {name}: {value} {note}", flush=True)
+
+
+def parity(family, model, device, T):
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    ids = torch.randint(0, 50257, (2, T), generator=gen).to(device)
+    with torch.inference_mode():
+        with kernels("auto"):
+            fused = model(ids)
+        with kernels("reference"):
+            ref = model(ids)
+        record("parity", f"{family} fused vs reference logits rel", f"{rel(fused, ref):.2e}", f"fp32 T={T}")
+        n, k = T - 8, 8
+        with kernels("auto"):
+            full = model(ids[:, : n + k])
+            last, cache = model.prefill(ids[:, :n])
+            steps = [last]
+            for j in range(k - 1):
+                steps.append(model.step(ids[:, n + j], cache))
+        step_logits = torch.stack(steps, 1)
+        record("parity", f"{family} decode vs parallel rel", f"{rel(step_logits, full[:, n - 1: n + k - 1]):.2e}")
+        rows = [ids[0, : T // 2].tolist(), ids[1].tolist()]
+        pid, pmask = left_pad(rows, 0, device)
+        with kernels("auto"):
+            batched = model(pid, pmask)
+            alone = model(torch.tensor([rows[0]], device=device))
+        record("parity", f"{family} left-padded row vs alone rel",
+               f"{rel(batched[0, -T // 2:], alone[0]):.2e}")
+
+
+def timed_generate(model, ids, mask, new_tokens, autocast):
+    sync()
+    t0 = time.perf_counter()
+    with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = greedy_generate(model, ids, mask, new_tokens, None, vocab_limit=50257)
+    sync()
+    return time.perf_counter() - t0, out.tokens
+
+
+def speed(family, model, device, batch, lengths, new_tokens):
+    gen = torch.Generator(device="cpu").manual_seed(2)
+    for L in lengths:
+        ids = torch.randint(0, 50257, (batch, L), generator=gen).to(device)
+        timed_generate(model, ids[:2, :64], None, 2, True)  # warm-up: compile kernels
+        with kernels("auto"):
+            t_fast, toks_fast = timed_generate(model, ids, None, new_tokens, True)
+        with kernels("auto"):
+            _, toks_fp32 = timed_generate(model, ids, None, new_tokens, False)
+        agree = sum(a == b for a, b in zip(toks_fast, toks_fp32)) / batch
+        first = sum(a[0] == b[0] for a, b in zip(toks_fast, toks_fp32)) / batch
+        with kernels("reference"):
+            t_ref, _ = timed_generate(model, ids, None, new_tokens, True)
+        record("speed", f"{family} L={L} fused amp_bf16 s/batch", f"{t_fast:.3f}",
+               f"{batch / t_fast:.1f} prompts/s; PyTorch reference path {t_ref:.3f} s ({t_ref / t_fast:.1f}x)")
+        record("speed", f"{family} L={L} greedy text = fp32 run", f"{agree:.0%}", f"first token {first:.0%}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--smoke", action="store_true", help="CPU, toy widths, short prompts")
+    ap.add_argument("--families", default="based,jrt_rnn,attn")
+    ap.add_argument("--deadline", type=float, default=480, help="seconds; later sections are skipped")
+    args = ap.parse_args()
+    device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
+    start = time.perf_counter()
+    batch, lengths, new = (4, [40, 80], 6) if args.smoke else (32, [950, 1900], 48)
+    for family in args.families.split(","):
+        if time.perf_counter() - start > args.deadline:
+            record("skipped", family, "deadline")
+            continue
+        try:
+            model = build(family, args.smoke, device)
+            parity(family, model, device, 96 if args.smoke else 1900)
+            speed(family, model, device, batch, lengths, new)
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        except Exception as exc:  # one family failing must not hide the others
+            record("error", family, f"{type(exc).__name__}: {exc}")
+            traceback.print_exc()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_check_hazy.json").write_text(json.dumps(
+        {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+         "torch": torch.__version__, "results": RESULTS}, indent=2))
+    print("\n| section | check | value | note |\n| --- | --- | --- | --- |")
+    for section, name, value, note in ROWS:
+        print(f"| {section} | {name} | {value} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
