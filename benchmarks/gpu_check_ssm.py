@@ -151,7 +151,7 @@ def left_padded_batch(batch, lengths, vocab, device, seed):
 @section("kernels")
 def check_kernels(dev, smoke):
     """Our Triton kernels (or the torch paths on CPU) vs float64 references, real widths."""
-    from jrt_eval.kernels.mamba import gla_prefill, gla_step, selective_scan, selective_state_update, triton_usable
+    from jrt_eval.kernels.mamba import gla_prefill, gla_step, selective_scan_fn, selective_state_update, triton_usable
 
     g = torch.Generator(device=dev).manual_seed(0)
     b, T, d, n = (2, 40, 24, 16) if smoke else (4, 1000, 1536, 16)
@@ -169,13 +169,13 @@ def check_kernels(dev, smoke):
     record("kernel.backend", backend)
     ref_y, ref_h = S.selective_scan_torch(*(t.double() for t in (x, dt, A, Bm, Cm, D, z, db)), mask=mask,
                                           initial_state=h0.double())
-    y, h = selective_scan(x, dt, A, Bm, Cm, D=D, z=z, dt_bias=db, mask=mask, initial_state=h0, backend=backend)
+    y, h = selective_scan_fn(x, dt, A, Bm, Cm, D=D, z=z, dt_bias=db, mask=mask, initial_state=h0, backend=backend)
     record("kernel.mamba_scan.fp32", diff(y, ref_y), f"[{b},{T},{d},{n}] vs float64")
     record("kernel.mamba_scan.state.fp32", diff(h, ref_h))
     xb, dtb, zb, Bb, Cb = (t.bfloat16() for t in (x, dt, z, Bm, Cm))
     ref_yb, _ = S.selective_scan_torch(*(t.double() for t in (xb, dtb, A, Bb, Cb, D, zb, db)), mask=mask,
                                        initial_state=h0.double())
-    yb, _ = selective_scan(xb, dtb, A, Bb, Cb, D=D, z=zb, dt_bias=db, mask=mask, initial_state=h0, backend=backend)
+    yb, _ = selective_scan_fn(xb, dtb, A, Bb, Cb, D=D, z=zb, dt_bias=db, mask=mask, initial_state=h0, backend=backend)
     record("kernel.mamba_scan.bf16_io", diff(yb, ref_yb), "bf16 inputs/outputs, fp32 state")
     st, st_ref = h0.clone(), h0.double().clone()
     ys = selective_state_update(st, x[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], D=D, z=z[:, 0], dt_bias=db, backend=backend)

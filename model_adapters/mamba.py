@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, selective_scan, selective_state_update
+from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, selective_scan_fn, selective_state_update
 
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
 from .ssm_common import (
@@ -232,7 +232,7 @@ class MambaLM(RecurrentLM):
         dt_low, B, C = torch.split(m.x_proj(xc), [s.dt_rank, s.d_state, s.d_state], dim=-1)
         dt = F.linear(dt_low, m.dt_proj.weight)  # the bias is added in float32 inside the scan
         A = -torch.exp(m.A_log.float())
-        y, h_last = selective_scan(xc, dt, A, B, C, D=m.D.float(), z=z, dt_bias=m.dt_proj.bias.float(), mask=mask,
+        y, h_last = selective_scan_fn(xc, dt, A, B, C, D=m.D.float(), z=z, dt_bias=m.dt_proj.bias.float(), mask=mask,
                                    backend=self.kernels, out_dtype=h.dtype)
         state = {"conv": conv_tail(x, s.d_conv), "ssm": h_last.contiguous()} if want_state else None
         return m.out_proj(y), state

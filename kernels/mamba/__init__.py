@@ -2,7 +2,7 @@
 
 * ``reference.py`` — literal step-by-step recurrences (the ground truth of the tests).
 * ``scan.py`` — production PyTorch paths (CPU; GPU fallback): blocked selective scan, chunked SSD, chunked GLA.
-* ``selective_scan.py`` — Triton: Mamba-1 prefill scan and decode state update; ``gla_step.py`` — Triton:
+* ``selective_scan.py`` — Triton: Mamba-1 prefill scan and decode state update; ``gla_triton.py`` — Triton:
   GLA decode step (imported lazily; they need ``triton``, which the CPU install does not have).
 * GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
   0.6.0) is installed.
@@ -19,7 +19,7 @@ import torch
 
 from .scan import causal_conv1d, conv_tail, gla_chunked, selective_scan_torch, ssd_chunked
 
-__all__ = ["causal_conv1d", "conv_tail", "fla_usable", "gla_chunked", "gla_prefill", "gla_step", "selective_scan",
+__all__ = ["causal_conv1d", "conv_tail", "fla_usable", "gla_chunked", "gla_prefill", "gla_step", "selective_scan_fn",
            "selective_state_update", "ssd_chunked", "triton_usable"]
 
 
@@ -61,7 +61,7 @@ def _use_triton(t: torch.Tensor, backend: str) -> bool:
     return triton_usable(t)
 
 
-def selective_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None,
+def selective_scan_fn(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None,
                    backend: str = "auto", out_dtype=None):
     """Mamba-1 scan with softplus(dt + dt_bias); returns ``(y [b, T, d], final state [b, d, n] float32)``."""
     if _use_triton(x, backend):
@@ -116,7 +116,7 @@ def gla_step(state, q, k, v, gk, scale: float, backend: str = "auto"):
     """One GLA decode step on ``state [b, h, K, V]`` float32 (in place); ``q, k, gk: [b, h, K]``, ``v: [b, h, V]``.
     Returns ``o [b, h, V]`` float32."""
     if _use_triton(state, backend):
-        from .gla_step import gla_step_triton
+        from .gla_triton import gla_step_triton
 
         return gla_step_triton(state, q, k, v, gk, scale)
     state.mul_(torch.exp(gk.float())[..., None]).add_(k.float()[..., None] * v.float()[..., None, :])
