@@ -61,25 +61,51 @@ def _scan_fwd_kernel(
     c_p = c_ptr + pid_b * s_cb + offs_n
     y_p = y_ptr + pid_b * s_yb + offs_d
     m_p = mask_ptr + pid_b * s_mb
+    # software pipelining by hand: the loads of step t+1 are issued before the math of step t (they do not
+    # depend on the state), so their latency overlaps the recurrence instead of stalling every step
+    x = tl.load(x_p, mask=md, other=0.0)
+    dt = tl.load(dt_p, mask=md, other=0.0)
+    bt = tl.load(b_p, mask=mn, other=0.0)
+    ct = tl.load(c_p, mask=mn, other=0.0)
+    if HAS_Z:
+        z = tl.load(z_p, mask=md, other=0.0)
+    if HAS_MASK:
+        keep = tl.load(m_p)
     for t in range(T):
-        x = tl.load(x_p + t * s_xt, mask=md, other=0.0).to(tl.float32)
-        dt = tl.load(dt_p + t * s_dtt, mask=md, other=0.0).to(tl.float32)
-        if HAS_DTB:
-            dt = dt + dtb
-        delta = _softplus(dt)
-        if HAS_MASK:
-            keep = tl.load(m_p + t * s_mt)
-            delta = tl.where(keep != 0, delta, 0.0)
-        bt = tl.load(b_p + t * s_bt, mask=mn, other=0.0).to(tl.float32)
-        ct = tl.load(c_p + t * s_ct, mask=mn, other=0.0).to(tl.float32)
-        h = h * tl.exp2(delta[:, None] * a2) + (delta * x)[:, None] * bt[None, :]
-        y = tl.sum(h * ct[None, :], axis=1)
-        if HAS_D:
-            y = y + dv * x
+        more = t + 1 < T
+        x_n = tl.load(x_p + (t + 1) * s_xt, mask=md & more, other=0.0)
+        dt_n = tl.load(dt_p + (t + 1) * s_dtt, mask=md & more, other=0.0)
+        bt_n = tl.load(b_p + (t + 1) * s_bt, mask=mn & more, other=0.0)
+        ct_n = tl.load(c_p + (t + 1) * s_ct, mask=mn & more, other=0.0)
         if HAS_Z:
-            z = tl.load(z_p + t * s_zt, mask=md, other=0.0).to(tl.float32)
-            y = y * z * tl.sigmoid(z)
+            z_n = tl.load(z_p + (t + 1) * s_zt, mask=md & more, other=0.0)
+        if HAS_MASK:
+            keep_n = tl.load(m_p + (t + 1) * s_mt, mask=more, other=0)
+
+        xf = x.to(tl.float32)
+        dtf = dt.to(tl.float32)
+        if HAS_DTB:
+            dtf = dtf + dtb
+        delta = _softplus(dtf)
+        if HAS_MASK:
+            delta = tl.where(keep != 0, delta, 0.0)
+        h = h * tl.exp2(delta[:, None] * a2) + (delta * xf)[:, None] * bt.to(tl.float32)[None, :]
+        y = tl.sum(h * ct.to(tl.float32)[None, :], axis=1)
+        if HAS_D:
+            y = y + dv * xf
+        if HAS_Z:
+            zf = z.to(tl.float32)
+            y = y * zf * tl.sigmoid(zf)
         tl.store(y_p + t * s_yt, y.to(y_ptr.dtype.element_ty), mask=md)
+
+        x = x_n
+        dt = dt_n
+        bt = bt_n
+        ct = ct_n
+        if HAS_Z:
+            z = z_n
+        if HAS_MASK:
+            keep = keep_n
     tl.store(ht_ptr + state_off, h, mask=mdn)
 
 
@@ -132,6 +158,9 @@ def selective_scan_triton(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=Non
     n = A.shape[-1]
     A = A.float().contiguous()
     y = torch.empty(b, T, d, device=x.device, dtype=out_dtype or x.dtype)
+    if T == 0:
+        h = torch.zeros(b, d, n, device=x.device) if initial_state is None else initial_state.float().clone()
+        return y, h
     ht = torch.empty(b, d, n, device=x.device, dtype=torch.float32)
     if mask is not None:
         mask = mask.to(torch.int32)
