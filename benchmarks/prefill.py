@@ -24,7 +24,6 @@ import csv
 import gc
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -281,14 +280,11 @@ def run_tune(N, B, dtype, rep_ms, configs=None):
     v = torch.randn(B, T, H, DV, device="cuda", dtype=dtype)
     ref = based_ref_slice(q, k, v)
     configs = configs or [
-        dict(variant=vr, BT=bt, num_warps=w, num_stages=st, BLOCK_DV=bdv, kt=kt, sel16=s16)
-        for vr, bt, w, st, bdv, kt, s16 in [
-            ("sym", 128, 8, 2, 64, False, False), ("sym", 128, 8, 2, 64, False, True),
-            ("sym", 128, 8, 2, 64, True, False), ("sym", 128, 8, 2, 64, True, True),
-            ("sym", 64, 4, 2, 64, True, True), ("sym", 128, 8, 1, 64, True, True),
-            ("gather", 64, 4, 2, 64, 0, 0), ("gather", 64, 4, 1, 64, 0, 0), ("gather", 128, 8, 2, 64, 0, 0),
-            ("gather", 128, 8, 1, 64, 0, 0), ("gather", 64, 8, 2, 64, 0, 0), ("gather", 64, 4, 2, 32, 0, 0),
-            ("gather", 128, 8, 2, 32, 0, 0), ("gather", 32, 4, 2, 64, 0, 0), ("gather", 128, 4, 2, 64, 0, 0),
+        dict(BT=bt, num_warps=w, num_stages=st, BLOCK_DV=bdv, kt=kt, sel16=s16)
+        for bt, w, st, bdv, kt, s16 in [
+            (64, 4, 2, 64, True, True), (64, 4, 1, 64, True, True), (64, 4, 3, 64, True, True),
+            (64, 4, 2, 64, False, True), (64, 4, 2, 32, True, True), (32, 4, 2, 64, True, True),
+            (64, 4, 2, 64, True, False),
         ]
     ]
     res = []
@@ -303,7 +299,7 @@ def run_tune(N, B, dtype, rep_ms, configs=None):
             del o
             ms = bench(fn, rep_ms)
         except Exception as e:
-            print(f"  {cfg} n_seg={n_seg}: failed {type(e).__name__}: {str(e)[:200]}", flush=True)
+            print(f"  {cfg} n_seg={n_seg}: failed {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
         fl, by = based_cost(B, T, H, DV, BT=cfg.get("BT", 64))
         res.append((cfg, n_seg, ms, err))

@@ -85,22 +85,17 @@ def ref64(x):
 @pytest.mark.parametrize(
     "B,T,H,dv,dtype,mask,n_seg,init,BT,variant,bdv",
     [
-        (2, 1, 2, 16, torch.float32, None, 1, False, 64, "sym", 16),
-        (2, 37, 2, 16, torch.float32, "left", 1, False, 16, "sym", 16),
-        (1, 130, 2, 64, torch.float32, "random", 1, True, 64, "sym", 32),
-        (2, 200, 1, 32, torch.float32, "left", 3, True, 32, "sym", 32),
-        (1, 100, 2, 64, torch.bfloat16, "left", 2, False, 32, "sym", 64),
-        (1, 70, 1, 112, torch.float16, None, 1, True, 64, "sym", 128),
-        (2, 37, 2, 16, torch.float32, "left", 1, False, 16, "full", 16),
-        (1, 130, 2, 64, torch.float32, "random", 1, True, 64, "full", 32),
-        (2, 200, 1, 32, torch.bfloat16, "left", 3, True, 32, "full", 16),
-        (1, 70, 1, 112, torch.float32, None, 1, True, 64, "full", 64),
-        (2, 150, 2, 64, torch.float32, "left", 1, True, None, "sym", None),  # default config
-        (2, 150, 2, 112, torch.bfloat16, "left", 2, True, None, "sym", None),
+        (2, 1, 2, 16, torch.float32, None, 1, False, 64, "plain", 16),
+        (2, 37, 2, 16, torch.float32, "left", 1, False, 16, "plain", 16),
+        (1, 130, 2, 64, torch.float32, "random", 1, True, 64, "plain", 32),
+        (2, 200, 1, 32, torch.float32, "left", 3, True, 32, "kt", 32),
+        (1, 100, 2, 64, torch.bfloat16, "left", 2, False, 32, "plain", 64),
+        (1, 70, 1, 112, torch.float16, None, 1, True, 64, "kt16", 128),
+        (2, 150, 2, 64, torch.float32, "left", 1, True, None, None, None),  # default config
+        (2, 150, 2, 112, torch.bfloat16, "left", 2, True, None, None, None),
         (1, 90, 2, 64, torch.bfloat16, "random", 1, False, 64, "kt", 32),
         (1, 90, 2, 64, torch.bfloat16, "left", 2, True, 128, "kt16", 64),
-        (2, 130, 2, 64, torch.float32, "random", 1, True, 64, "gather", 64),
-        (2, 200, 1, 112, torch.bfloat16, "left", 3, True, 32, "gather", 64),
+        (2, 77, 2, 32, torch.float32, "random", 3, True, 16, "sel16", 32),  # fp16 selections, plain layout
     ],
 )
 def test_prefill_matches_reference(B, T, H, dv, dtype, mask, n_seg, init, BT, variant, bdv):
@@ -112,14 +107,14 @@ def test_prefill_matches_reference(B, T, H, dv, dtype, mask, n_seg, init, BT, va
         s0 = R.state_from_keys(torch.randn(B, 9, H, 16, generator=g, dtype=F64),
                                torch.randn(B, 9, H, dv, generator=g, dtype=F64))
         st = BasedState(s0.S.float().to(DEVICE), s0.z.float().to(DEVICE))
-    cfg = {"variant": variant if variant in ("full", "gather") else "sym"}
+    cfg = {}
     if BT is not None:
         cfg["BT"] = BT
     if bdv is not None:
         cfg["BLOCK_DV"] = bdv
-    if variant.startswith("kt"):  # transposed key features; kt16: fp16 selections ("force": also in the interpreter)
-        cfg["kt"] = True
-        cfg["sel16"] = "force" if variant == "kt16" else False
+    if variant is not None:  # kt: key features built transposed; *16: fp16 selections/products
+        cfg["kt"] = variant.startswith("kt")
+        cfg["sel16"] = "force" if variant.endswith("16") else False  # "force": also in the interpreter
     out = torch.full((B, T, H, dv), float("nan"), dtype=dtype, device=DEVICE)
     o, s = triton_prefill.based_prefill_triton(
         q, k, v, key_mask=km, initial_state=st, output_final_state=True, n_seg=n_seg,
@@ -130,9 +125,10 @@ def test_prefill_matches_reference(B, T, H, dv, dtype, mask, n_seg, init, BT, va
     kmc = None if km is None else km.cpu()
     oref, sref = R.based_attention_chunked(ref64(q), ref64(k), ref64(v), key_mask=kmc, initial_state=ist,
                                            output_final_state=True)
-    assert rel(o, oref) < TOL[dtype]
+    f16 = variant is not None and variant.endswith("16")  # feature products rounded to fp16 (~5e-4)
+    assert rel(o, oref) < (max(TOL[dtype], 2e-3) if f16 else TOL[dtype])
     assert s.S.dtype == torch.float32 and s.S.shape == (B, H, 153, dv) and s.z.shape == (B, H, 153)
-    stol = 2e-5 if dtype == torch.float32 else 5e-3  # 16-bit: φ(k) products rounded to bf16 on GPU
+    stol = 2e-5 if dtype == torch.float32 and not f16 else 5e-3  # 16-bit: φ(k) products rounded on GPU
     assert rel(s.S, sref.S) < stol
     assert rel(s.z, sref.z) < stol
     if st is not None:  # the caller's initial state is left alone
@@ -148,8 +144,8 @@ def test_state_pass_with_sparse_mask():
     m[0, 3:20] = True
     m[1, 70:75] = True
     m = m.to(DEVICE)
-    for n_seg, variant in ((1, "sym"), (3, "sym"), (3, "full"), (2, "gather")):
-        st = triton_prefill.state_from_keys_triton(k, v, m, n_seg=n_seg, config={"BT": 32, "variant": variant})
+    for n_seg, kt in ((1, False), (3, True)):
+        st = triton_prefill.state_from_keys_triton(k, v, m, n_seg=n_seg, config={"BT": 32, "kt": kt})
         want = R.state_from_keys(ref64(k), ref64(v), m.cpu())
         assert rel(st.S, want.S) < 2e-5 and rel(st.z, want.z) < 2e-5
 

@@ -24,9 +24,18 @@ Algorithm, per (batch, head, dv block, sequence segment) program, looping over c
   over segments (torch, tiny) gives each segment its initial state, then the output pass runs all
   segments in parallel.
 
+Tuned options (``config``; defaults in ``_default_config``, measured in benchmarks/README.md):
+``BT`` chunk length (64), ``BLOCK_DV`` value columns per program (64), ``num_warps`` (4: one
+warpgroup), ``num_stages`` (2), ``kt`` (key features built transposed, so the update's A operand
+comes from registers), ``sel16`` (16-bit inputs: selections and feature products in fp16 with
+fp16 accumulators, keys scaled by 1/16 first; half the registers of fp32 tiles; finite for
+|k| < 4096 and |q| < 1024 -- fp32 inputs never use it).
+
 The internal state columns carry their own scaling (q scaled by 1/√f, the diagonal weighted ½ on
-the key side); states cross the kernel boundary in the reference layout ``BasedState(S [B,H,153,dv],
-z [B,H,153])`` fp32, converted row by row at load/store time (`g` factors below).
+the key side, 1/16 per key factor with ``sel16``); states cross the kernel boundary in the
+reference layout ``BasedState(S [B,H,153,dv], z [B,H,153])`` fp32, converted row by row at
+load/store time (`g` factors below), so a prefill by one implementation hands off to a decode by
+another.
 
 Masks: ``key_mask [B, T]`` (True = real token) may be any pattern (left padding is the common
 case); a masked key contributes nothing to numerator, denominator or state. A masked query row
@@ -42,6 +51,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from .reference import DEFAULT_EPS, BasedState, feature_dim
 
@@ -101,32 +111,45 @@ def _state_rows(scale):
 
 
 @triton.jit
-def _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX,
-            DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL_DTYPE: tl.constexpr, KT: tl.constexpr):
-    """S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (v zero at masked/out-of-range positions, k zero at
-    masked ones). KT: build the key features transposed ([n, BT], the update's A operand straight
-    from registers); SEL_DTYPE: dtype of the selection matmuls and the feature products (fp16:
-    exact selections, fp16 accumulators, half the registers of fp32)."""
+def _sel_dot(a, b, SEL16: tl.constexpr, PRECISION: tl.constexpr):
+    """A 0/1 selection matmul: exact copies of the selected coordinates (fp16 accumulators with
+    SEL16, else fp32)."""
+    if SEL16:
+        return tl.dot(a, b, out_dtype=tl.float16)
+    else:
+        return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX, ksc,
+            DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL16: tl.constexpr, KT: tl.constexpr):
+    """S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (k and v zero at masked / out-of-range positions).
+    KT: build the key features transposed ([n, BT]: the update's A operand comes straight from
+    registers). SEL16: selections and feature products in fp16 on k/16 (exact selections, half the
+    registers; the state then holds features / ``fac``, undone at readout and state I/O)."""
+    if SEL16:
+        ks = (kd.to(tl.float32) * ksc).to(tl.float16)
+        PD: tl.constexpr = tl.float16
+    else:
+        ks = kd
+        PD: tl.constexpr = tl.float32
     if KT:
-        kt = tl.trans(kd).to(SEL_DTYPE)  # [16, BT]
-        KA = tl.dot(selPA, kt, input_precision=PRECISION, out_dtype=SEL_DTYPE) * \
-            tl.dot(selQA, kt, input_precision=PRECISION, out_dtype=SEL_DTYPE)
-        KA = KA * wA.to(SEL_DTYPE)[:, None]
-        KX = (tl.dot(selPX, kt, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bPX.to(SEL_DTYPE)[:, None]) * \
-             (tl.dot(selQX, kt, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bQX.to(SEL_DTYPE)[:, None])
-        KX = KX * m.to(SEL_DTYPE)[None, :]
+        kt = tl.trans(ks)  # [16, BT]
+        KA = _sel_dot(selPA, kt, SEL16, PRECISION) * _sel_dot(selQA, kt, SEL16, PRECISION)
+        KA = KA * wA.to(PD)[:, None]
+        KX = (_sel_dot(selPX, kt, SEL16, PRECISION) + bPX.to(PD)[:, None]) * \
+             (_sel_dot(selQX, kt, SEL16, PRECISION) + bQX.to(PD)[:, None])
+        KX = KX * m.to(PD)[None, :]
         SA = tl.dot(KA.to(DOT_DTYPE), vd, SA, input_precision=PRECISION)
         SX = tl.dot(KX.to(DOT_DTYPE), vd, SX, input_precision=PRECISION)
         zA += tl.sum(KA.to(tl.float32), 1)
         zX += tl.sum(KX.to(tl.float32), 1)
     else:
-        ks = kd.to(SEL_DTYPE)
-        KA = tl.dot(ks, selPA, input_precision=PRECISION, out_dtype=SEL_DTYPE) * \
-            tl.dot(ks, selQA, input_precision=PRECISION, out_dtype=SEL_DTYPE)
-        KA = KA * wA.to(SEL_DTYPE)[None, :]
-        KX = (tl.dot(ks, selPX, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bPX.to(SEL_DTYPE)[None, :]) * \
-             (tl.dot(ks, selQX, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bQX.to(SEL_DTYPE)[None, :])
-        KX = KX * m.to(SEL_DTYPE)[:, None]
+        KA = _sel_dot(ks, selPA, SEL16, PRECISION) * _sel_dot(ks, selQA, SEL16, PRECISION)
+        KA = KA * wA.to(PD)[None, :]
+        KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
+             (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
+        KX = KX * m.to(PD)[:, None]
         SA = tl.dot(tl.trans(KA.to(DOT_DTYPE)), vd, SA, input_precision=PRECISION)
         SX = tl.dot(tl.trans(KX.to(DOT_DTYPE)), vd, SX, input_precision=PRECISION)
         zA += tl.sum(KA.to(tl.float32), 0)
@@ -147,7 +170,7 @@ def _based_chunk_kernel(
     HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
     COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-    SEL_DTYPE: tl.constexpr = tl.float32, KT: tl.constexpr = False,
+    SEL16: tl.constexpr = False, KT: tl.constexpr = False,
 ):
     F: tl.constexpr = 16
     pid_v = tl.program_id(0)
@@ -160,13 +183,29 @@ def _based_chunk_kernel(
     cols_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
     vmask = cols_v < DV
     ii = tl.arange(0, BT)
+    cX = tl.arange(0, 32)
 
+    if SEL16:
+        SEL_DTYPE: tl.constexpr = tl.float16
+        # keys enter the fp16 products as k/16: products stay finite for |k| < 4096 (q/4 products
+        # for |q| < 1024); the state then holds Σ (φ(k)/fac) vᵀ with fac = 16 (first order),
+        # 256 (pairs), 1 (constant)
+        ksc = 0.0625
+        facA = tl.full([128], 256.0, tl.float32)
+        facX = tl.where(cX < 16, 16.0, tl.where(cX < 24, 256.0, 1.0))
+    else:
+        SEL_DTYPE: tl.constexpr = DOT_DTYPE
+        ksc = 1.0
+        facA = tl.full([128], 1.0, tl.float32)
+        facX = tl.full([32], 1.0, tl.float32)
     selPA, selQA, wA, selPX, selQX, bPX, bQX = _sel_tables(F, SEL_DTYPE, False)
     if KT:
         tPA, tQA, twA, tPX, tQX, tbPX, tbQX = _sel_tables(F, SEL_DTYPE, True)
     else:
         tPA, tQA, twA, tPX, tQX, tbPX, tbQX = selPA, selQA, wA, selPX, selQX, bPX, bQX
     rowA, gA, rowX, gX, validX = _state_rows(scale)
+    gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
+    gX = gX * facX
 
     if HAS_INIT:
         sbase = si_ptr + pid_s * si_seg + b * si_b + h * si_h
@@ -194,18 +233,18 @@ def _based_chunk_kernel(
     for c in range(0, seg_len // BT):
         offs_t = t_start + c * BT + ii
         tmask = offs_t < T
+        offs_t64 = offs_t.to(tl.int64)
         if HAS_MASK:
-            m = tl.load(m_ptr + b * smb + offs_t.to(tl.int64) * smt, mask=tmask, other=0).to(tl.float32)
+            m = tl.load(m_ptr + b * smb + offs_t64 * smt, mask=tmask, other=0).to(tl.float32)
         else:
             m = tmask.to(tl.float32)
-        offs_t64 = offs_t.to(tl.int64)
         kf = tl.load(k_base + offs_t64[:, None] * skt + cols_f[None, :], mask=tmask[:, None], other=0.0)
         vf = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
                      mask=tmask[:, None] & vmask[None, :], other=0.0)
         if HAS_MASK:
             kd = (kf.to(tl.float32) * m[:, None]).to(DOT_DTYPE)
             vd = (vf.to(tl.float32) * m[:, None]).to(DOT_DTYPE)
-        else:  # out-of-range rows already loaded as 0
+        else:  # out-of-range rows are already loaded as 0
             kd = kf.to(DOT_DTYPE)
             vd = vf.to(DOT_DTYPE)
 
@@ -213,14 +252,14 @@ def _based_chunk_kernel(
             qf = tl.load(q_base + offs_t64[:, None] * sqt + cols_f[None, :], mask=tmask[:, None], other=0.0)
             qd = (qf.to(tl.float32) * scale).to(DOT_DTYPE)
             qsel = qd.to(SEL_DTYPE)
-            # inter-chunk readout phi(q) S with the state before this chunk
-            QA = tl.dot(qsel, selPA, input_precision=PRECISION, out_dtype=SEL_DTYPE) * \
-                tl.dot(qsel, selQA, input_precision=PRECISION, out_dtype=SEL_DTYPE)
-            QX = (tl.dot(qsel, selPX, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bPX.to(SEL_DTYPE)[None, :]) * \
-                 (tl.dot(qsel, selQX, input_precision=PRECISION, out_dtype=SEL_DTYPE) + bQX.to(SEL_DTYPE)[None, :])
-            acc = tl.dot(QX.to(DOT_DTYPE), SX.to(DOT_DTYPE), input_precision=PRECISION)
-            acc = tl.dot(QA.to(DOT_DTYPE), SA.to(DOT_DTYPE), acc, input_precision=PRECISION)
-            den = tl.sum(QX.to(tl.float32) * zX[None, :], 1) + tl.sum(QA.to(tl.float32) * zA[None, :], 1)
+            # inter-chunk readout φ(q) S with the state before this chunk
+            QA = _sel_dot(qsel, selPA, SEL16, PRECISION) * _sel_dot(qsel, selQA, SEL16, PRECISION)
+            QX = (_sel_dot(qsel, selPX, SEL16, PRECISION) + bPX.to(QA.dtype)[None, :]) * \
+                 (_sel_dot(qsel, selQX, SEL16, PRECISION) + bQX.to(QA.dtype)[None, :])
+            acc = tl.dot(QX.to(DOT_DTYPE), (SX * facX[:, None]).to(DOT_DTYPE), input_precision=PRECISION)
+            acc = tl.dot(QA.to(DOT_DTYPE), (SA * facA[:, None]).to(DOT_DTYPE), acc, input_precision=PRECISION)
+            den = tl.sum(QX.to(tl.float32) * (zX * facX)[None, :], 1) + \
+                tl.sum(QA.to(tl.float32) * (zA * facA)[None, :], 1)
             # intra-chunk quadratic form
             s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
             a = 1.0 + s + 0.5 * s * s
@@ -237,270 +276,16 @@ def _based_chunk_kernel(
             # state-only pass over a sparse mask (PLA encoder prefix): skip chunks with no key
             if tl.max(m, 0) > 0:
                 SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
-                                         tbPX, tbQX, DOT_DTYPE, PRECISION, SEL_DTYPE, KT)
+                                         tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
         else:
             SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
-                                     tbPX, tbQX, DOT_DTYPE, PRECISION, SEL_DTYPE, KT)
+                                     tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
 
     if WRITE_STATE:
         sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
         tl.store(sbase_o + rowA[:, None] * DV + cols_v[None, :], SA * gA[:, None], mask=vmask[None, :])
         tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
                  mask=validX[:, None] & vmask[None, :])
-        if pid_v == 0:
-            zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
-            tl.store(zbase_o + rowA, zA * gA)
-            tl.store(zbase_o + rowX, zX * gX, mask=validX)
-
-
-@triton.jit
-def _full_update(kf, kd, vd, m, S2, S1, S0, z2, z1, z0, F: tl.constexpr, BT: tl.constexpr,
-                 DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    K2 = tl.reshape(kf[:, :, None] * kf[:, None, :], [BT, F * F]) * 0.5
-    S2 = tl.dot(tl.trans(K2.to(DOT_DTYPE)), vd, S2, input_precision=PRECISION)
-    S1 = tl.dot(tl.trans(kd), vd, S1, input_precision=PRECISION)
-    S0 += tl.sum(vd.to(tl.float32), 0)
-    z2 += tl.sum(K2, 0)
-    z1 += tl.sum(kf, 0)
-    z0 += tl.sum(m, 0)
-    return S2, S1, S0, z2, z1, z0
-
-
-@triton.jit
-def _based_full_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, m_ptr,
-    si_ptr, zi_ptr, so_ptr, zo_ptr,
-    T, seg_len, H,
-    sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh, smb, smt,
-    si_seg, si_b, si_h, zi_seg, zi_b, zi_h,
-    so_seg, so_b, so_h, zo_seg, zo_b, zo_h,
-    scale, eps,
-    DV: tl.constexpr, BLOCK_DV: tl.constexpr, BT: tl.constexpr,
-    HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
-    COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-):
-    """Variant "full": all 256 ordered products q_a q_b (broadcast + reshape, no selection matmuls),
-    first order as its own K=16 matmul, constant term as a vector. 6 matmuls per chunk instead of
-    14, about 10% more tensor FLOPs; the state is [256 + 16 + 1, dv] (symmetric copy in registers),
-    still read and written in the compact reference layout."""
-    F: tl.constexpr = 16
-    pid_v = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    pid_bh = tl.program_id(2)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-
-    cols_f = tl.arange(0, F)
-    cols_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
-    vmask = cols_v < DV
-    ii = tl.arange(0, BT)
-    r2 = tl.arange(0, F * F)
-    a2 = r2 // F
-    b2 = r2 % F
-    lo = tl.minimum(a2, b2)
-    hi = tl.maximum(a2, b2)
-    row2 = 17 + (lo * (31 - lo)) // 2 + hi
-    # internal S2[a,b] = ½ Σ k_a k_b vᵀ (both orders): ref pair (a<b) = 2 S2[a,b]/√f, diag = √2 S2[a,a]/√f
-    g2 = tl.where(a2 == b2, scale * 1.4142135623730951, 2.0 * scale)
-    g1 = tl.sqrt(scale)
-    row1 = 1 + cols_f
-
-    if HAS_INIT:
-        sbase = si_ptr + pid_s * si_seg + b * si_b + h * si_h
-        zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
-        S2 = tl.load(sbase + row2[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0) / g2[:, None]
-        S1 = tl.load(sbase + row1[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0) / g1
-        S0 = tl.load(sbase + cols_v, mask=vmask, other=0.0)
-        z2 = tl.load(zbase + row2) / g2
-        z1 = tl.load(zbase + row1) / g1
-        z0 = tl.load(zbase)
-    else:
-        S2 = tl.zeros([F * F, BLOCK_DV], dtype=tl.float32)
-        S1 = tl.zeros([F, BLOCK_DV], dtype=tl.float32)
-        S0 = tl.zeros([BLOCK_DV], dtype=tl.float32)
-        z2 = tl.zeros([F * F], dtype=tl.float32)
-        z1 = tl.zeros([F], dtype=tl.float32)
-        z0 = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
-
-    q_base = q_ptr + b * sqb + h * sqh
-    k_base = k_ptr + b * skb + h * skh
-    v_base = v_ptr + b * svb + h * svh
-    o_base = o_ptr + b * sob + h * soh
-    t_start = pid_s * seg_len
-    for c in range(0, seg_len // BT):
-        offs_t = t_start + c * BT + ii
-        tmask = offs_t < T
-        if HAS_MASK:
-            m = tl.load(m_ptr + b * smb + offs_t.to(tl.int64) * smt, mask=tmask, other=0).to(tl.float32)
-        else:
-            m = tmask.to(tl.float32)
-        offs_t64 = offs_t.to(tl.int64)
-        kf = tl.load(k_base + offs_t64[:, None] * skt + cols_f[None, :], mask=tmask[:, None], other=0.0)
-        kf = kf.to(tl.float32) * m[:, None]
-        kd = kf.to(DOT_DTYPE)
-        vf = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
-                     mask=tmask[:, None] & vmask[None, :], other=0.0)
-        vd = (vf.to(tl.float32) * m[:, None]).to(DOT_DTYPE)
-        if COMPUTE_OUT:
-            qf = tl.load(q_base + offs_t64[:, None] * sqt + cols_f[None, :], mask=tmask[:, None], other=0.0)
-            qs = qf.to(tl.float32) * scale
-            qd = qs.to(DOT_DTYPE)
-            Q2 = tl.reshape(qs[:, :, None] * qs[:, None, :], [BT, F * F])
-            acc = tl.dot(Q2.to(DOT_DTYPE), S2.to(DOT_DTYPE), input_precision=PRECISION)
-            acc = tl.dot(qd, S1.to(DOT_DTYPE), acc, input_precision=PRECISION)
-            acc += S0[None, :]
-            den = tl.sum(Q2 * z2[None, :], 1) + tl.sum(qs * z1[None, :], 1) + z0
-            s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
-            a = 1.0 + s + 0.5 * s * s
-            keep = (ii[:, None] >= ii[None, :]) & (m[None, :] > 0)
-            a = tl.where(keep, a, 0.0)
-            den += tl.sum(a, 1)
-            acc = tl.dot(a.to(DOT_DTYPE), vd, acc, input_precision=PRECISION)
-            out = acc / (den[:, None] + eps)
-            tl.store(o_base + offs_t64[:, None] * sot + cols_v[None, :], out.to(o_ptr.dtype.element_ty),
-                     mask=tmask[:, None] & vmask[None, :])
-        if SKIP_EMPTY:
-            if tl.max(m, 0) > 0:
-                S2, S1, S0, z2, z1, z0 = _full_update(kf, kd, vd, m, S2, S1, S0, z2, z1, z0, F, BT,
-                                                      DOT_DTYPE, PRECISION)
-        else:
-            S2, S1, S0, z2, z1, z0 = _full_update(kf, kd, vd, m, S2, S1, S0, z2, z1, z0, F, BT,
-                                                  DOT_DTYPE, PRECISION)
-
-    if WRITE_STATE:
-        sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
-        upper = a2 <= b2
-        tl.store(sbase_o + row2[:, None] * DV + cols_v[None, :], S2 * g2[:, None], mask=upper[:, None] & vmask[None, :])
-        tl.store(sbase_o + row1[:, None] * DV + cols_v[None, :], S1 * g1, mask=vmask[None, :])
-        tl.store(sbase_o + cols_v, S0, mask=vmask)
-        if pid_v == 0:
-            zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
-            tl.store(zbase_o + row2, z2 * g2, mask=upper)
-            tl.store(zbase_o + row1, z1 * g1)
-            tl.store(zbase_o, z0)
-
-
-@triton.jit
-def _based_gather_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, m_ptr,
-    si_ptr, zi_ptr, so_ptr, zo_ptr,
-    T, seg_len, H,
-    sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh, smb, smt,
-    si_seg, si_b, si_h, zi_seg, zi_b, zi_h,
-    so_seg, so_b, so_h, zo_seg, zo_b, zo_h,
-    scale, eps,
-    DV: tl.constexpr, BLOCK_DV: tl.constexpr, BT: tl.constexpr,
-    HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
-    COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-):
-    """Variant "gather": the same 160 symmetric feature columns as the default kernel, but each
-    factor tile is loaded straight from q / k with per-column offsets (the rows are in L1 after the
-    first touch) instead of selection matmuls, and the state is kept transposed (Sᵀ [dv, n]) so the
-    update Sᵀ += Vᵀ φ(K) takes the features as they come. 6 matmuls per chunk instead of 14."""
-    F: tl.constexpr = 16
-    pid_v = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    pid_bh = tl.program_id(2)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-
-    cols_f = tl.arange(0, F)
-    cols_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
-    vmask = cols_v < DV
-    ii = tl.arange(0, BT)
-    # block A columns: pair (pa, pb) = (r % 16, (r % 16 + r // 16) % 16), weight ½ on the diagonal
-    cA = tl.arange(0, 128)
-    pa = cA % 16
-    pb = (pa + cA // 16) % 16
-    wA = tl.where(cA < 16, 0.5, 1.0)
-    # block X columns: c < 16 first order, 16 <= c < 24 pair (c-16, c-8), 24 constant, rest zero
-    cX = tl.arange(0, 32)
-    px = tl.where(cX < 16, cX, cX - 16)
-    qx = tl.where((cX >= 16) & (cX < 24), cX - 8, 0)
-    p_on = cX < 24
-    q_on = (cX >= 16) & (cX < 24)
-    one_p = tl.where(cX == 24, 1.0, 0.0)  # value where the P factor is not loaded
-    one_q = tl.where((cX < 16) | (cX == 24), 1.0, 0.0)
-    qscale_x = tl.where(cX < 16, scale, tl.where(cX < 24, scale * scale, 1.0))
-    rowA, gA, rowX, gX, validX = _state_rows(scale)
-
-    if HAS_INIT:
-        sbase = si_ptr + pid_s * si_seg + b * si_b + h * si_h
-        zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
-        StA = tl.load(sbase + rowA[None, :] * DV + cols_v[:, None], mask=vmask[:, None], other=0.0) / gA[None, :]
-        StX = tl.load(sbase + rowX[None, :] * DV + cols_v[:, None], mask=validX[None, :] & vmask[:, None],
-                      other=0.0) / gX[None, :]
-        zA = tl.load(zbase + rowA) / gA
-        zX = tl.load(zbase + rowX, mask=validX, other=0.0) / gX
-    else:
-        StA = tl.zeros([BLOCK_DV, 128], dtype=tl.float32)
-        StX = tl.zeros([BLOCK_DV, 32], dtype=tl.float32)
-        zA = tl.zeros([128], dtype=tl.float32)
-        zX = tl.zeros([32], dtype=tl.float32)
-
-    q_base = q_ptr + b * sqb + h * sqh
-    k_base = k_ptr + b * skb + h * skh
-    v_base = v_ptr + b * svb + h * svh
-    o_base = o_ptr + b * sob + h * soh
-    t_start = pid_s * seg_len
-    for c in range(0, seg_len // BT):
-        offs_t = t_start + c * BT + ii
-        tmask = offs_t < T
-        offs_t64 = offs_t.to(tl.int64)
-        if HAS_MASK:
-            m = tl.load(m_ptr + b * smb + offs_t64 * smt, mask=tmask, other=0).to(tl.float32)
-        else:
-            m = tmask.to(tl.float32)
-        krow = k_base + offs_t64[:, None] * skt
-        vd = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
-                     mask=tmask[:, None] & vmask[None, :], other=0.0).to(DOT_DTYPE)
-        do_update = True
-        if SKIP_EMPTY:
-            do_update = tl.max(m, 0) > 0
-        if COMPUTE_OUT:
-            qrow = q_base + offs_t64[:, None] * sqt
-            qd = (tl.load(qrow + cols_f[None, :], mask=tmask[:, None], other=0.0).to(tl.float32) * scale).to(DOT_DTYPE)
-            kd = tl.load(krow + cols_f[None, :], mask=tmask[:, None], other=0.0).to(DOT_DTYPE)
-            QP = tl.load(qrow + pa[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-            QQ = tl.load(qrow + pb[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-            QA = (QP * QQ * (scale * scale)).to(DOT_DTYPE)
-            XP = tl.load(qrow + px[None, :], mask=tmask[:, None] & p_on[None, :], other=0.0).to(tl.float32) + one_p[None, :]
-            XQ = tl.load(qrow + qx[None, :], mask=tmask[:, None] & q_on[None, :], other=0.0).to(tl.float32) + one_q[None, :]
-            QX = XP * XQ * qscale_x[None, :]
-            acc = tl.dot(QX.to(DOT_DTYPE), tl.trans(StX.to(DOT_DTYPE)), input_precision=PRECISION)
-            acc = tl.dot(QA, tl.trans(StA.to(DOT_DTYPE)), acc, input_precision=PRECISION)
-            den = tl.sum(QX * zX[None, :], 1) + tl.sum(QA.to(tl.float32) * zA[None, :], 1)
-            s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
-            a = 1.0 + s + 0.5 * s * s
-            keep = (ii[:, None] >= ii[None, :]) & (m[None, :] > 0)
-            a = tl.where(keep, a, 0.0)
-            den += tl.sum(a, 1)
-            acc = tl.dot(a.to(DOT_DTYPE), vd, acc, input_precision=PRECISION)
-            out = acc / (den[:, None] + eps)
-            tl.store(o_base + offs_t64[:, None] * sot + cols_v[None, :], out.to(o_ptr.dtype.element_ty),
-                     mask=tmask[:, None] & vmask[None, :])
-        if do_update:
-            KP = tl.load(krow + pa[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-            KQ = tl.load(krow + pb[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-            KA = KP * KQ * wA[None, :]
-            XP = tl.load(krow + px[None, :], mask=tmask[:, None] & p_on[None, :], other=0.0).to(tl.float32) + one_p[None, :]
-            XQ = tl.load(krow + qx[None, :], mask=tmask[:, None] & q_on[None, :], other=0.0).to(tl.float32) + one_q[None, :]
-            KX = XP * XQ * m[:, None]
-            if HAS_MASK:
-                KA = KA * m[:, None]
-            vt = tl.trans(vd)
-            StA = tl.dot(vt, KA.to(DOT_DTYPE), StA, input_precision=PRECISION)
-            StX = tl.dot(vt, KX.to(DOT_DTYPE), StX, input_precision=PRECISION)
-            zA += tl.sum(KA, 0)
-            zX += tl.sum(KX, 0)
-
-    if WRITE_STATE:
-        sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
-        tl.store(sbase_o + rowA[None, :] * DV + cols_v[:, None], StA * gA[None, :], mask=vmask[:, None])
-        tl.store(sbase_o + rowX[None, :] * DV + cols_v[:, None], StX * gX[None, :],
-                 mask=validX[None, :] & vmask[:, None])
         if pid_v == 0:
             zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
             tl.store(zbase_o + rowA, zA * gA)
@@ -529,10 +314,14 @@ LAST_KERNEL = None  # the compiled kernel of the last launch (benchmarks read n_
 
 
 def _default_config(dv: int, dtype: torch.dtype):
-    block_dv = triton.next_power_of_2(dv) if dv <= 64 else 64
-    if dv > 64 and triton.next_power_of_2(dv) == 128 and dv > 96:
-        block_dv = 128
-    cfg = dict(variant="sym", BT=128, BLOCK_DV=max(16, block_dv), num_stages=2)
+    """Measured on an H100 (benchmarks/README.md): chunks of 64 tokens, one warpgroup, key features
+    built transposed, fp16 selections for 16-bit inputs. dv > 64 is split in blocks of 64 (one
+    [160, 128] fp32 state per program would spill)."""
+    block_dv = max(16, min(64, triton.next_power_of_2(dv)))
+    if dtype == torch.float32:
+        cfg = dict(BT=64, BLOCK_DV=block_dv, num_warps=4, num_stages=1, kt=True, sel16=False)
+    else:
+        cfg = dict(BT=64, BLOCK_DV=block_dv, num_warps=4, num_stages=2, kt=True, sel16=True)
     override = os.environ.get("JRT_EVAL_BASED_CONFIG")  # JSON, for tuning runs
     if override:
         cfg.update(json.loads(override))
@@ -588,29 +377,31 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     so, so_seg, so_b, so_h = st(state_out[0] if state_out is not None else None, out_seg)
     zo, zo_seg, zo_b, zo_h = st(state_out[1] if state_out is not None else None, out_seg)
     grid = (n_v, n_seg, B * H)
-    extra = {}
-    if cfg.get("variant", "sym") == "full":
-        kern = _based_full_kernel
-    elif cfg.get("variant") == "gather":
-        kern = _based_gather_kernel
-    else:
-        kern = _based_chunk_kernel
-        sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
-        extra = dict(SEL_DTYPE=tl.float16 if sel16 else dot_dtype, KT=bool(cfg.get("kt", False)))
+    sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
+    extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)))
     global LAST_KERNEL
-    LAST_KERNEL = kern[grid](
+    args = (
         q, k, v, out, m_arg, si, zi, so, zo,
         T, seg_len, H,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), smb, smt,
         si_seg, si_b, si_h, zi_seg, zi_b, zi_h, so_seg, so_b, so_h, zo_seg, zo_b, zo_h,
         scale, eps,
+    )
+    flags = dict(
         DV=dv, BLOCK_DV=block_dv, BT=cfg["BT"],
         HAS_MASK=mask_u8 is not None, HAS_INIT=init is not None, WRITE_STATE=state_out is not None,
-        COMPUTE_OUT=compute_out, SKIP_EMPTY=skip_empty,
-        DOT_DTYPE=dot_dtype, PRECISION=precision,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **extra,
+        COMPUTE_OUT=compute_out, SKIP_EMPTY=skip_empty, DOT_DTYPE=dot_dtype, PRECISION=precision, **extra,
     )
+    try:
+        LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=cfg["num_warps"],
+                                                num_stages=cfg["num_stages"])
+    except OutOfResources:
+        # a tuned config that does not fit this GPU / dtype (fp32 tiles take twice the shared
+        # memory): the smallest one-warpgroup config always fits. Same chunking of the sequence
+        # is not required: chunks only tile each segment, seg_len stays a multiple of BT.
+        flags["BT"] = 32 if seg_len % 64 else 64
+        LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=4, num_stages=1)
 
 
 def _contig_last(x: torch.Tensor) -> torch.Tensor:
