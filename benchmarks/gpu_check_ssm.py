@@ -1,8 +1,10 @@
 """GPU checks and speed of the Mamba / Mamba-2 / GLA adapters (reference-models.md §10 items 11 and 14, and the
 speed goal), in one run that fits a device lease.
 
-    # device (fla wheels carried in .whl_ssm, see the README of the device tool):
-    python benchmarks/gpu_check_ssm.py --out $OUT
+    # device: carry the wheels fla_core-0.6.0, flash_linear_attention-0.6.0 (py3-none-any) and transformers-5.23.0
+    # in an ignored folder (here .whl_ssm, named in run's carry), then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_ssm/*.whl
+    PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check_ssm.py --out $OUT --deadline 500
     # CPU smoke run of the same code paths at toy sizes (no Triton, no fla, no CUDA graphs):
     python benchmarks/gpu_check_ssm.py --smoke
 
@@ -18,6 +20,11 @@ Sections (each fails alone; a summary table is printed last and everything goes 
    bf16, fla ``generate`` for GLA-1.3B in bf16), and agreement of the greedy tokens with an fp32 run of ours.
    Weights are random (the hub is unreachable), scaled so that logits have O(1) margins; agreement figures on
    random weights are only indicative.
+
+Output goes to ``$OUT/log.txt`` line by line and ``$OUT/gpu_check_ssm.json`` / ``summary.txt`` after every
+section, so a run cut short still returns what it measured (do not pipe stdout through ``grep``: it buffers).
+Costs to plan for: fla autotunes every GLA kernel on first use, per dtype and head size (a minute or more each),
+so fla runs only in bf16 at GLA-1.3B's head dims here; transformers' generate anchors take ~4–8 s per batch.
 """
 from __future__ import annotations
 
