@@ -118,31 +118,66 @@ def parity(family, model, device, T):
                f"{rel(batched[0, -T // 2:], alone[0]):.2e}")
 
 
-def timed_generate(model, ids, mask, new_tokens, autocast):
-    sync()
-    t0 = time.perf_counter()
-    with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
-        out = greedy_generate(model, ids, mask, new_tokens, None, vocab_limit=50257)
-    sync()
-    return time.perf_counter() - t0, out.tokens
+def timed_generate(model, ids, mask, new_tokens, autocast, reps=1):
+    """Best of ``reps`` timed runs (seconds) after one untimed run at the same shapes (JIT, allocator)."""
+    best, tokens = float("inf"), None
+    for _ in range(reps + 1):
+        sync()
+        t0 = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = greedy_generate(model, ids, mask, new_tokens, None, vocab_limit=50257)
+        sync()
+        elapsed = time.perf_counter() - t0
+        if tokens is not None:
+            best = min(best, elapsed)
+        tokens = out.tokens
+    return best, tokens
 
 
-def speed(family, model, device, batch, lengths, new_tokens):
+def timed_prefill(model, ids, autocast, reps=2):
+    best = float("inf")
+    for i in range(reps + 1):
+        sync()
+        t0 = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+            model.prefill(ids, None)
+        sync()
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def speed(family, model, device, batch, lengths, new_tokens, reps):
     gen = torch.Generator(device="cpu").manual_seed(2)
     for L in lengths:
         ids = torch.randint(0, 50257, (batch, L), generator=gen).to(device)
-        timed_generate(model, ids[:2, :64], None, 2, True)  # warm-up: compile kernels
         with kernels("auto"):
-            t_fast, toks_fast = timed_generate(model, ids, None, new_tokens, True)
-        with kernels("auto"):
-            _, toks_fp32 = timed_generate(model, ids, None, new_tokens, False)
+            t_fast, toks_fast = timed_generate(model, ids, None, new_tokens, True, reps)
+            t_pre = timed_prefill(model, ids, True)
+            _, toks_fp32 = timed_generate(model, ids, None, new_tokens, False, 0)
         agree = sum(a == b for a, b in zip(toks_fast, toks_fp32)) / batch
         first = sum(a[0] == b[0] for a, b in zip(toks_fast, toks_fp32)) / batch
         with kernels("reference"):
-            t_ref, _ = timed_generate(model, ids, None, new_tokens, True)
+            t_ref, _ = timed_generate(model, ids, None, new_tokens, True, 1)
+            t_ref_pre = timed_prefill(model, ids, True, 1)
         record("speed", f"{family} L={L} fused amp_bf16 s/batch", f"{t_fast:.3f}",
-               f"{batch / t_fast:.1f} prompts/s; PyTorch reference path {t_ref:.3f} s ({t_ref / t_fast:.1f}x)")
+               f"{batch / t_fast:.1f} prompts/s (prefill {t_pre:.3f} s); PyTorch reference path {t_ref:.3f} s "
+               f"(prefill {t_ref_pre:.3f} s): {t_ref / t_fast:.1f}x")
         record("speed", f"{family} L={L} greedy text = fp32 run", f"{agree:.0%}", f"first token {first:.0%}")
+
+
+def profile(model, device, batch, L, new_tokens, top=14):
+    """Where the time of one fused generate goes (CUDA kernels, by total time)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    ids = torch.randint(0, 50257, (batch, L), generator=torch.Generator().manual_seed(3)).to(device)
+    with kernels("auto"):
+        timed_generate(model, ids, None, new_tokens, True, 0)
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            timed_generate(model, ids, None, new_tokens, True, 0)
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=60)
+    print(table, flush=True)
+    RESULTS.setdefault("profile", []).append(table)
 
 
 def main():
@@ -151,6 +186,9 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="CPU, toy widths, short prompts")
     ap.add_argument("--families", default="based,jrt_rnn,attn")
     ap.add_argument("--deadline", type=float, default=480, help="seconds; later sections are skipped")
+    ap.add_argument("--reps", type=int, default=2, help="timed repetitions (best of), after one warm-up run")
+    ap.add_argument("--skip-parity", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="profile one generate per family at the longest L")
     args = ap.parse_args()
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     start = time.perf_counter()
@@ -161,8 +199,11 @@ def main():
             continue
         try:
             model = build(family, args.smoke, device)
-            parity(family, model, device, 96 if args.smoke else 1900)
-            speed(family, model, device, batch, lengths, new)
+            if not args.skip_parity:
+                parity(family, model, device, 96 if args.smoke else 1900)
+            speed(family, model, device, batch, lengths, new, args.reps)
+            if args.profile:
+                profile(model, device, batch, lengths[-1], new)
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -472,7 +472,7 @@ class HazyGPT(nn.Module):
         for block, state in zip(self.transformer.layers, cache.layers):
             r = r + block.mixer.step(block.norm1(r), state, ctx).to(r.dtype)
             r = r + block.mlp(block.norm2(r)).to(r.dtype)
-        cache.positions = cache.positions + 1
+        cache.positions.add_(1)
         return self._logits(r)
 
 

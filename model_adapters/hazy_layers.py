@@ -171,8 +171,8 @@ class BaseConv(nn.Module):
         c = (state.window * w[:, :-1]).sum(-1) + u1 * w[:, -1]
         if self.conv.conv.bias is not None:
             c = c + self.conv.conv.bias
-        if state.window.shape[-1] > 0:
-            state.window = torch.cat([state.window[..., 1:], u1.unsqueeze(-1).to(state.window.dtype)], -1)
+        if state.window.shape[-1] > 0:  # in place: the decode state keeps its storage
+            state.window.copy_(torch.cat([state.window[..., 1:], u1.unsqueeze(-1).to(state.window.dtype)], -1))
         return self.out_proj(F.silu(c).to(u2.dtype) * u2)
 
 

@@ -57,6 +57,15 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return dev
 
 
+def cast_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store nn.Linear weights in ``dtype`` once. Under autocast this is the same math as casting them on
+    every call (autocast rounds them to ``dtype`` anyway) without re-casting at each decode step. Conv
+    weights stay as they are: decode steps use them in elementwise math, which autocast leaves in fp32."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(dtype)
+
+
 def resolve_dtype(dtype, family: str, device: torch.device, hazy_mamba: bool = False) -> tuple:
     """(weight dtype, autocast dtype or None) for a dtype name; "auto" = the paper's precision on CUDA."""
     name = str(dtype or "auto").replace("torch.", "").lower()
@@ -107,6 +116,8 @@ class JRTLM(TemplateLM):
         opts = {"reference_quirks": self.reference_quirks} if self.family in ("based", "jrt_rnn", "attn") else {}
         self.model = family_module(self.family).load_model(str(folder), device=self._device, dtype=weight_dtype, **opts)
         self.model.eval()
+        if self._autocast is not None:
+            cast_matmul_weights(self.model, self._autocast)
         self.vocab_limit = len(self.tokenizer)
         if self.vocab_limit > self.model.vocab_rows:
             raise ValueError(

@@ -137,3 +137,26 @@ def test_reference_quirks_let_pads_into_the_state(tmp_path_factory):
     q = quirky.generate_until(gen_requests(p, until=(), max_gen_toks=1), disable_tqdm=True)
     c = clean.generate_until(gen_requests(p, until=(), max_gen_toks=1), disable_tqdm=True)
     assert q == c
+
+
+def test_precast_matmul_weights_are_autocast_math(tmp_path_factory):
+    """amp_bf16 stores Linear/Conv weights in bf16 once; under autocast that is bit-identical math."""
+    import copy
+
+    from jrt_eval.model_adapters.hazy_gpt import load_model
+    from jrt_eval.model_adapters.lm import cast_matmul_weights
+
+    path = tiny_checkpoint("based", root=tmp_path_factory.getbasetemp() / "tiny")
+    model = load_model(str(path))
+    cast = copy.deepcopy(model)
+    cast_matmul_weights(cast, torch.bfloat16)
+    assert cast.transformer.layers[0].mixer.in_proj.weight.dtype == torch.bfloat16
+    assert cast.transformer.layers[0].norm1.weight.dtype == torch.float32  # norms stay fp32, as under autocast
+    ids = torch.randint(0, 50257, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a, ca = model.prefill(ids)
+        b, cb = cast.prefill(ids)
+        assert torch.equal(a, b)
+        for tok in (5, 7):
+            nxt = torch.tensor([tok, tok])
+            assert torch.equal(model.step(nxt, ca), cast.step(nxt, cb))
