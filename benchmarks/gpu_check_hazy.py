@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from jrt_eval.model_adapters import hazy_gpt  # noqa: E402
 from jrt_eval.model_adapters.base import greedy_generate, left_pad  # noqa: E402
+from jrt_eval.model_adapters.lm import cast_matmul_weights  # noqa: E402
 
 TAYLOR16 = {"_target_": "based.models.mixers.linear_attention.TaylorExp", "input_dim": 16}
 WIDTHS = {  # reference-models.md §2.1, §3.1, §4 (360M scale)
@@ -147,14 +148,19 @@ def timed_prefill(model, ids, autocast, reps=2):
     return best
 
 
-def speed(family, model, device, batch, lengths, new_tokens, reps):
+def speed(family, fp32_model, device, batch, lengths, new_tokens, reps):
+    """amp_bf16 as the lm-eval adapter runs it: Linear weights stored in bf16, bf16 autocast."""
+    import copy
+
+    model = copy.deepcopy(fp32_model)
+    cast_matmul_weights(model, torch.bfloat16)
     gen = torch.Generator(device="cpu").manual_seed(2)
     for L in lengths:
         ids = torch.randint(0, 50257, (batch, L), generator=gen).to(device)
         with kernels("auto"):
             t_fast, toks_fast = timed_generate(model, ids, None, new_tokens, True, reps)
             t_pre = timed_prefill(model, ids, True)
-            _, toks_fp32 = timed_generate(model, ids, None, new_tokens, False, 0)
+            _, toks_fp32 = timed_generate(fp32_model, ids, None, new_tokens, False, 0)
         agree = sum(a == b for a, b in zip(toks_fast, toks_fp32)) / batch
         first = sum(a[0] == b[0] for a, b in zip(toks_fast, toks_fp32)) / batch
         with kernels("reference"):
@@ -189,10 +195,11 @@ def main():
     ap.add_argument("--reps", type=int, default=2, help="timed repetitions (best of), after one warm-up run")
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--profile", action="store_true", help="profile one generate per family at the longest L")
+    ap.add_argument("--lengths", default="950,1900", help="prompt lengths of the speed runs")
     args = ap.parse_args()
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     start = time.perf_counter()
-    batch, lengths, new = (4, [40, 80], 6) if args.smoke else (32, [950, 1900], 48)
+    batch, lengths, new = (4, [40, 80], 6) if args.smoke else (32, [int(x) for x in args.lengths.split(",")], 48)
     for family in args.families.split(","):
         if time.perf_counter() - start > args.deadline:
             record("skipped", family, "deadline")
