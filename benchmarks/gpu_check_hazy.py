@@ -31,8 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jrt_eval.model_adapters import hazy_gpt  # noqa: E402
-from jrt_eval.model_adapters.base import greedy_generate, left_pad  # noqa: E402
-from jrt_eval.model_adapters.lm import cast_matmul_weights  # noqa: E402
+from jrt_eval.model_adapters.base import cast_matmul_weights, greedy_generate, left_pad  # noqa: E402
 
 TAYLOR16 = {"_target_": "based.models.mixers.linear_attention.TaylorExp", "input_dim": 16}
 WIDTHS = {  # reference-models.md §2.1, §3.1, §4 (360M scale)

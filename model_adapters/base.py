@@ -94,3 +94,12 @@ def positions_from_mask(attention_mask: Optional[torch.Tensor], B: int, T: int, 
     if attention_mask is None:
         return torch.arange(T, device=device).expand(B, T)
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def cast_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store nn.Linear weights in ``dtype`` once. Under autocast this is the same math as casting them on
+    every call (autocast rounds them to ``dtype`` anyway) without re-casting at each decode step. Conv
+    weights stay as they are: decode steps use them in elementwise math, which autocast leaves in fp32."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(dtype)

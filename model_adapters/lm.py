@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from jrt_eval.tokenization import decode_like_paper, load_tokenizer, resolve_tokenizer_name
 
-from .base import greedy_generate, left_pad
+from .base import cast_matmul_weights, greedy_generate, left_pad
 from .families import FAMILIES, MAX_LENGTH, family_module, is_hazy_mamba, resolve_family
 from .hub import read_config
 
@@ -55,15 +55,6 @@ def resolve_device(device: Optional[str]) -> torch.device:
         log.warning("device %s requested but CUDA is not available: running on CPU", device)
         return torch.device("cpu")
     return dev
-
-
-def cast_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Store nn.Linear weights in ``dtype`` once. Under autocast this is the same math as casting them on
-    every call (autocast rounds them to ``dtype`` anyway) without re-casting at each decode step. Conv
-    weights stay as they are: decode steps use them in elementwise math, which autocast leaves in fp32."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            module.to(dtype)
 
 
 def resolve_dtype(dtype, family: str, device: torch.device, hazy_mamba: bool = False) -> tuple:

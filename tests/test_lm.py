@@ -144,7 +144,7 @@ def test_precast_matmul_weights_are_autocast_math(tmp_path_factory):
     import copy
 
     from jrt_eval.model_adapters.hazy_gpt import load_model
-    from jrt_eval.model_adapters.lm import cast_matmul_weights
+    from jrt_eval.model_adapters.base import cast_matmul_weights
 
     path = tiny_checkpoint("based", root=tmp_path_factory.getbasetemp() / "tiny")
     model = load_model(str(path))
