@@ -5,7 +5,9 @@
 
 Model args: ``pretrained`` (hub id or folder), ``tokenizer`` (default: the family's, as the paper),
 ``dtype`` (auto | float32 | bfloat16 | float16 | amp_bf16), ``device``, ``batch_size``, ``max_length``
-(default 2048), ``max_gen_toks``, ``reference_quirks`` (reproduce the paper harness's defects).
+(default 2048), ``max_gen_toks``, ``reference_quirks`` (reproduce the paper harness's defects), and the
+family loaders' own options: ``impl`` (mamba/mamba2: ``fast`` | ``hf`` = transformers' forward),
+``kernels`` (mamba: ``auto`` | ``torch`` | ``triton``; gla: also ``fla``), ``cuda_graphs`` (decode).
 
 Generation prefills every prompt once, then decodes greedily from the per-layer recurrent state, one
 token per step for the whole batch; a row leaves the batch as soon as it hits a stop string or EOS.
@@ -18,6 +20,7 @@ continuation in loglikelihood requests.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Optional
 
@@ -41,6 +44,13 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
 }
+
+
+def _parse_opt(value):
+    """Model-arg strings from the CLI ("true", "3") as Python values; other values unchanged."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
 
 
 def _as_bool(value) -> bool:
@@ -92,10 +102,14 @@ class JRTLM(TemplateLM):
         **kwargs,
     ) -> None:
         super().__init__()
-        if kwargs:
-            log.warning("jrt-eval %s: ignoring unknown model args %s", self.FAMILY or "jrt_auto", sorted(kwargs))
         self.pretrained = str(pretrained)
         self.family, folder = resolve_family(self.pretrained, self.FAMILY, revision)
+        loader = family_module(self.family).load_model
+        # family-specific loader options (e.g. impl, kernels, cuda_graphs of the SSM/GLA loaders)
+        accepted = set(inspect.signature(loader).parameters) - {"pretrained", "device", "dtype", "max_length"}
+        family_opts = {k: _parse_opt(kwargs.pop(k)) for k in list(kwargs) if k in accepted}
+        if kwargs:
+            log.warning("jrt-eval %s: ignoring unknown model args %s", self.family, sorted(kwargs))
         config = read_config(folder)
         hazy_mamba = self.family == "mamba" and is_hazy_mamba(config)
         self._device = resolve_device(device)
@@ -104,8 +118,9 @@ class JRTLM(TemplateLM):
 
         self._tokenizer_name = resolve_tokenizer_name(tokenizer, self.pretrained)
         self.tokenizer = load_tokenizer(self._tokenizer_name)
-        opts = {"reference_quirks": self.reference_quirks} if self.family in ("based", "jrt_rnn", "attn") else {}
-        self.model = family_module(self.family).load_model(str(folder), device=self._device, dtype=weight_dtype, **opts)
+        if "reference_quirks" in accepted:
+            family_opts["reference_quirks"] = self.reference_quirks
+        self.model = loader(str(folder), device=self._device, dtype=weight_dtype, **family_opts)
         self.model.eval()
         if self._autocast is not None:
             cast_matmul_weights(self.model, self._autocast)

@@ -160,3 +160,15 @@ def test_precast_matmul_weights_are_autocast_math(tmp_path_factory):
         for tok in (5, 7):
             nxt = torch.tensor([tok, tok])
             assert torch.equal(model.step(nxt, ca), cast.step(nxt, cb))
+
+
+def test_family_loader_options_pass_through(tmp_path_factory, caplog):
+    root = tmp_path_factory.getbasetemp() / "tiny"
+    path = str(tiny_checkpoint("mamba", root=root))
+    fast = _family_class("mamba")(pretrained=path, device="cpu", batch_size=2)
+    with caplog.at_level(logging.WARNING, logger="jrt_eval"):
+        hf = _family_class("mamba")(pretrained=path, device="cpu", batch_size=2, impl="hf", kernels="torch",
+                                    cuda_graphs="false", flavour="x")
+    assert "ignoring unknown model args ['flavour']" in caplog.text
+    assert fast.generate_until(gen_requests(PROMPTS[:2]), disable_tqdm=True) == \
+        hf.generate_until(gen_requests(PROMPTS[:2]), disable_tqdm=True)
