@@ -31,7 +31,6 @@ failed, 2 bad input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as _dt
 import difflib
 import hashlib

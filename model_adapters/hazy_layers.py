@@ -16,7 +16,6 @@ themselves so no row is ever all -inf (their outputs are garbage that no real po
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 

@@ -33,11 +33,10 @@ left-padded row is exactly the unpadded row (transformers' masking reaches the s
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -49,8 +48,8 @@ from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, selective_scan_fn, 
 
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
 from .ssm_common import (
-    RecurrentLM, StateCache, as_mask, cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab,
-    resolve_tied_head, rms_norm, strip_lightning,
+    RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab,
+    random_ssm_weights, resolve_tied_head, rms_norm, save_mamba_ssm_checkpoint, strip_lightning,
 )
 
 log = logging.getLogger("jrt_eval")
@@ -336,39 +335,11 @@ def tiny_config(hazy: bool = False, **overrides) -> dict:
 
 
 def random_mamba_weights(spec: MambaSpec, seed: int = 0, device="cpu") -> "OrderedDict[str, torch.Tensor]":
-    """Deterministic random weights in transformers' names with mamba_ssm-like magnitudes (A = 1..n, Δ in
-    [1e-3, 1e-1] at init, residual-branch scaling), so that states carry information over long prompts."""
-    gen = torch.Generator(device=device).manual_seed(seed)
+    """Deterministic random weights in transformers' names; A = 1..n per channel (mamba_ssm's init) + noise."""
+    def a_log(shape, randn, rand):
+        return torch.log(torch.arange(1, shape[1] + 1, dtype=torch.float32, device=device)).expand(shape) + 0.1 * randn(shape)
 
-    def randn(shape):
-        return torch.randn(shape, generator=gen, device=device)
-
-    out = OrderedDict()
-    for name, shape in _expected_shapes(spec).items():
-        if name == "lm_head.weight" and spec.tie:
-            continue
-        if name.endswith("A_log"):
-            t = torch.log(torch.arange(1, shape[1] + 1, dtype=torch.float32, device=device)).expand(shape) + 0.1 * randn(shape)
-        elif name.endswith(".D"):
-            t = 1 + 0.1 * randn(shape)
-        elif name.endswith("dt_proj.bias"):
-            u = torch.rand(shape, generator=gen, device=device)
-            dt = torch.exp(u * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-            t = dt + torch.log(-torch.expm1(-dt))
-        elif name.endswith("norm.weight") or name.endswith("norm_f.weight"):
-            t = 1 + 0.1 * randn(shape)
-        elif name.endswith("conv1d.weight"):
-            t = randn(shape) / math.sqrt(shape[-1])
-        elif name.endswith(".bias"):
-            t = 0.1 * randn(shape)
-        elif "embeddings" in name or name == "lm_head.weight":
-            t = 0.25 * randn(shape)
-        else:
-            t = randn(shape) / math.sqrt(shape[1])
-            if name.endswith("out_proj.weight"):
-                t = t / math.sqrt(spec.n_layer)
-        out[name] = t.float().contiguous()
-    return out
+    return random_ssm_weights(_expected_shapes(spec), spec.n_layer, spec.tie, a_log, seed, device)
 
 
 def write_tiny_checkpoint(out_dir, seed: int = 0, hazy: bool = False, hf_format: bool = False, **overrides) -> Path:
@@ -401,17 +372,5 @@ def write_tiny_checkpoint(out_dir, seed: int = 0, hazy: bool = False, hf_format:
         hf.save_pretrained(out)
         load_tokenizer("EleutherAI/gpt-neox-20b").save_pretrained(out)
         return out
-    sd = OrderedDict()
-    for k, v in weights.items():
-        if k.startswith("backbone.embeddings."):
-            k = "backbone.embedding." + k[len("backbone.embeddings."):]
-        sd[k] = v
-    if spec.tie:
-        sd["lm_head.weight"] = sd["backbone.embedding.weight"]  # shared storage, as torch.save(state_dict()) writes it
-    if hazy:
-        sd = OrderedDict((f"model.{k}", v) for k, v in sd.items())
-        for split in ("train", "val", "test"):
-            sd[f"model.{split}_metrics.num-tokens.count"] = torch.tensor(123456, dtype=torch.int64)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    torch.save(sd, out / "pytorch_model.bin")
+    save_mamba_ssm_checkpoint(out, config, weights, spec.tie, hazy)
     return out

@@ -19,16 +19,13 @@ Padding: pads are zeroed before the conv and get Δ = 0 (no decay, no input): le
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, ssd_chunked
@@ -36,8 +33,8 @@ from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, ssd_chunked
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
 from .mamba import HFCache, cast_model
 from .ssm_common import (
-    RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab, resolve_tied_head, rms_norm,
-    strip_lightning,
+    RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab, random_ssm_weights,
+    resolve_tied_head, rms_norm, save_mamba_ssm_checkpoint, strip_lightning,
 )
 
 log = logging.getLogger("jrt_eval")
@@ -350,39 +347,11 @@ def tiny_config(**overrides) -> dict:
 
 
 def random_mamba2_weights(spec: Mamba2Spec, seed: int = 0, device="cpu") -> "OrderedDict[str, torch.Tensor]":
-    """Deterministic random weights (transformers names) with mamba_ssm-like magnitudes: A in [1, 16],
-    Δ in [1e-3, 1e-1] at init, residual-branch scaling."""
-    gen = torch.Generator(device=device).manual_seed(seed)
+    """Deterministic random weights in transformers' names; A in [1, 16] per head (mamba_ssm's init range)."""
+    def a_log(shape, randn, rand):
+        return torch.log(1 + 15 * rand(shape))
 
-    def randn(shape):
-        return torch.randn(shape, generator=gen, device=device)
-
-    out = OrderedDict()
-    for name, shape in _expected_shapes(spec).items():
-        if name == "lm_head.weight" and spec.tie:
-            continue
-        if name.endswith("A_log"):
-            t = torch.log(1 + 15 * torch.rand(shape, generator=gen, device=device))
-        elif name.endswith("mixer.D"):
-            t = 1 + 0.1 * randn(shape)
-        elif name.endswith("dt_bias"):
-            u = torch.rand(shape, generator=gen, device=device)
-            dt = torch.exp(u * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-            t = dt + torch.log(-torch.expm1(-dt))
-        elif name.endswith("norm.weight") or name.endswith("norm_f.weight"):
-            t = 1 + 0.1 * randn(shape)
-        elif name.endswith("conv1d.weight"):
-            t = randn(shape) / math.sqrt(shape[-1])
-        elif name.endswith(".bias"):
-            t = 0.1 * randn(shape)
-        elif "embeddings" in name or name == "lm_head.weight":
-            t = 0.25 * randn(shape)
-        else:
-            t = randn(shape) / math.sqrt(shape[1])
-            if name.endswith("out_proj.weight"):
-                t = t / math.sqrt(spec.n_layer)
-        out[name] = t.float().contiguous()
-    return out
+    return random_ssm_weights(_expected_shapes(spec), spec.n_layer, spec.tie, a_log, seed, device)
 
 
 def write_tiny_checkpoint(out_dir, seed: int = 0, **overrides) -> Path:
@@ -393,13 +362,5 @@ def write_tiny_checkpoint(out_dir, seed: int = 0, **overrides) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     config = tiny_config(**overrides)
     spec = parse_config(config)
-    sd = OrderedDict()
-    for k, v in random_mamba2_weights(spec, seed).items():
-        if k.startswith("backbone.embeddings."):
-            k = "backbone.embedding." + k[len("backbone.embeddings."):]
-        sd[k] = v
-    if spec.tie:
-        sd["lm_head.weight"] = sd["backbone.embedding.weight"]
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    torch.save(sd, out / "pytorch_model.bin")
+    save_mamba_ssm_checkpoint(out, config, random_mamba2_weights(spec, seed), spec.tie)
     return out

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import weakref
+from collections import OrderedDict
 from typing import Callable, Optional
 
 import torch
@@ -294,3 +295,65 @@ class RecurrentLM(nn.Module):
         if getattr(self, "_graphs", None):
             self.release_graphs()
         return super()._apply(fn, *args, **kwargs)
+
+
+# ============================================================================ tiny checkpoints
+def random_ssm_weights(shapes: dict, n_layer: int, tie: bool, a_log_init: Callable, seed: int = 0,
+                       device="cpu") -> "OrderedDict[str, torch.Tensor]":
+    """Deterministic random weights (transformers names) with mamba_ssm-like magnitudes: Δ in [1e-3, 1e-1] at
+    init, O(1) norms, residual-branch scaling, so that states carry information over long prompts.
+    ``a_log_init(shape, randn, rand)`` gives A_log, the one tensor whose init differs between Mamba and Mamba-2."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(shape):
+        return torch.randn(shape, generator=gen, device=device)
+
+    def rand(shape):
+        return torch.rand(shape, generator=gen, device=device)
+
+    out = OrderedDict()
+    for name, shape in shapes.items():
+        if name == "lm_head.weight" and tie:
+            continue
+        if name.endswith("A_log"):
+            t = a_log_init(shape, randn, rand)
+        elif name.endswith(".D"):
+            t = 1 + 0.1 * randn(shape)
+        elif name.endswith(("dt_proj.bias", "dt_bias")):
+            dt = torch.exp(rand(shape) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+            t = dt + torch.log(-torch.expm1(-dt))  # inverse softplus
+        elif name.endswith("norm.weight") or name.endswith("norm_f.weight"):
+            t = 1 + 0.1 * randn(shape)
+        elif name.endswith("conv1d.weight"):
+            t = randn(shape) / math.sqrt(shape[-1])
+        elif name.endswith(".bias"):
+            t = 0.1 * randn(shape)
+        elif "embeddings" in name or name == "lm_head.weight":
+            t = 0.25 * randn(shape)
+        else:
+            t = randn(shape) / math.sqrt(shape[1])
+            if name.endswith("out_proj.weight"):
+                t = t / math.sqrt(n_layer)
+        out[name] = t.float().contiguous()
+    return out
+
+
+def save_mamba_ssm_checkpoint(out, config: dict, weights: dict, tie: bool, hazy: bool = False) -> None:
+    """Write config.json + pytorch_model.bin in mamba_ssm's layout (``backbone.embedding``, tied ``lm_head``
+    sharing storage as ``torch.save(state_dict())`` writes it); ``hazy`` adds the hazyresearch ``model.``
+    prefix and int64 ``*metrics*`` counters."""
+    import json
+
+    sd = OrderedDict()
+    for k, v in weights.items():
+        if k.startswith("backbone.embeddings."):
+            k = "backbone.embedding." + k[len("backbone.embeddings."):]
+        sd[k] = v
+    if tie:
+        sd["lm_head.weight"] = sd["backbone.embedding.weight"]
+    if hazy:
+        sd = OrderedDict((f"model.{k}", v) for k, v in sd.items())
+        for split in ("train", "val", "test"):
+            sd[f"model.{split}_metrics.num-tokens.count"] = torch.tensor(123456, dtype=torch.int64)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    torch.save(sd, out / "pytorch_model.bin")

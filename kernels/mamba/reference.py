@@ -16,7 +16,6 @@ Layouts (batch first, time second, as the model code keeps them):
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
