@@ -202,21 +202,53 @@ class HFCache:
         return self
 
 
-class MambaLM(RecurrentLM):
-    """Mamba-1 language model: transformers' modules hold the weights; see the module docstring for paths."""
+class MambaBackboneLM(RecurrentLM):
+    """Shared by Mamba and Mamba-2: transformers' modules hold the weights (``self.hf``); ``impl="fast"`` runs
+    our layer loop (each family's ``_mixer`` / ``_step_core``), ``impl="hf"`` transformers' own forward and cache."""
 
-    family = "mamba"
-
-    def __init__(self, spec: MambaSpec, config: Optional[dict] = None, impl: str = "fast", kernels: str = "auto"):
+    def __init__(self, spec, config: Optional[dict], impl: str):
         super().__init__()
-        from transformers import MambaForCausalLM
-
         if impl not in ("fast", "hf"):
             raise ValueError(f"impl must be 'fast' or 'hf', got {impl!r}")
         self.spec = spec
         self.config = dict(config or {})
         self.vocab_rows = spec.vocab_rows
         self.impl = impl
+
+    def _prefill_core(self, input_ids, mask, want_state, last_only):
+        if self.impl == "hf":
+            out = self.hf(input_ids=input_ids, attention_mask=mask, use_cache=want_state,
+                          logits_to_keep=1 if last_only else 0)
+            return out.logits, (HFCache(out.cache_params) if want_state else None)
+        bb, s = self.hf.backbone, self.spec
+        dtype = bb.embeddings.weight.dtype
+        resid = bb.embeddings(input_ids)
+        resid = resid.float() if s.residual_in_fp32 else resid
+        states = []
+        for blk in bb.layers:
+            out, st = self._mixer(blk.mixer, rms_norm(resid, blk.norm.weight, s.eps, dtype), mask, want_state)
+            resid = resid + out
+            states.append(st)
+        if last_only:
+            resid = resid[:, -1:]
+        return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)), states
+
+    def _step(self, input_ids, cache):
+        if isinstance(cache, HFCache):
+            out = self.hf(input_ids=input_ids.reshape(-1, 1), cache_params=cache.cache, use_cache=True)
+            return out.logits[:, -1].float()
+        return super()._step(input_ids, cache)
+
+
+class MambaLM(MambaBackboneLM):
+    """Mamba-1 language model: transformers' modules hold the weights; see the module docstring for paths."""
+
+    family = "mamba"
+
+    def __init__(self, spec: MambaSpec, config: Optional[dict] = None, impl: str = "fast", kernels: str = "auto"):
+        super().__init__(spec, config, impl)
+        from transformers import MambaForCausalLM
+
         self.kernels = kernels
         self.hf = MambaForCausalLM(hf_config(spec))
 
@@ -235,25 +267,6 @@ class MambaLM(RecurrentLM):
                                    backend=self.kernels, out_dtype=h.dtype)
         state = {"conv": conv_tail(x, s.d_conv), "ssm": h_last.contiguous()} if want_state else None
         return m.out_proj(y), state
-
-    def _prefill_core(self, input_ids, mask, want_state, last_only):
-        if self.impl == "hf":
-            out = self.hf(input_ids=input_ids, attention_mask=mask, use_cache=want_state,
-                          logits_to_keep=1 if last_only else 0)
-            return out.logits, (HFCache(out.cache_params) if want_state else None)
-        bb, s = self.hf.backbone, self.spec
-        dtype = bb.embeddings.weight.dtype
-        resid = bb.embeddings(input_ids)
-        resid = resid.float() if s.residual_in_fp32 else resid
-        states = []
-        for blk in bb.layers:
-            out, st = self._mixer(blk.mixer, rms_norm(resid, blk.norm.weight, s.eps, dtype), mask, want_state)
-            resid = resid + out
-            states.append(st)
-        if last_only:
-            resid = resid[:, -1:]
-        logits = self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype))
-        return logits, states
 
     def _step_core(self, ids, layers):
         bb, s = self.hf.backbone, self.spec
@@ -277,13 +290,6 @@ class MambaLM(RecurrentLM):
                                        dt_bias=m.dt_proj.bias.float(), backend=self.kernels)
             resid = resid + m.out_proj(y.to(dtype))
         return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
-
-    # ------------------------------------------------------------------ transformers path
-    def _step(self, input_ids, cache):
-        if isinstance(cache, HFCache):
-            out = self.hf(input_ids=input_ids.reshape(-1, 1), cache_params=cache.cache, use_cache=True)
-            return out.logits[:, -1].float()
-        return super()._step(input_ids, cache)
 
 
 # ===================================================================================== loading

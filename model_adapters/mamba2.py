@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, ssd_chunked
 
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
-from .mamba import HFCache, cast_model
+from .mamba import MambaBackboneLM, cast_model
 from .ssm_common import (
-    RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab, random_ssm_weights,
+    cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab, random_ssm_weights,
     resolve_tied_head, rms_norm, save_mamba_ssm_checkpoint, strip_lightning,
 )
 
@@ -215,19 +215,13 @@ def gated_rms_norm(y, z, weight, eps: float, groups: int, out_dtype):
 
 
 # ===================================================================================== model
-class Mamba2LM(RecurrentLM):
+class Mamba2LM(MambaBackboneLM):
     family = "mamba2"
 
     def __init__(self, spec: Mamba2Spec, config: Optional[dict] = None, impl: str = "fast"):
-        super().__init__()
+        super().__init__(spec, config, impl)
         from transformers import Mamba2ForCausalLM
 
-        if impl not in ("fast", "hf"):
-            raise ValueError(f"impl must be 'fast' or 'hf', got {impl!r}")
-        self.spec = spec
-        self.config = dict(config or {})
-        self.vocab_rows = spec.vocab_rows
-        self.impl = impl
         self.hf = Mamba2ForCausalLM(hf_config(spec))
 
     def _mixer(self, m, h, mask, want_state):
@@ -246,24 +240,6 @@ class Mamba2LM(RecurrentLM):
         y = gated_rms_norm(y.reshape(b, T, s.d_inner), z, m.norm.weight, s.eps, s.ngroups, h.dtype)
         state = {"conv": conv_tail(xBC, s.d_conv), "ssm": S.float().contiguous()} if want_state else None
         return m.out_proj(y), state
-
-    def _prefill_core(self, input_ids, mask, want_state, last_only):
-        if self.impl == "hf":
-            out = self.hf(input_ids=input_ids, attention_mask=mask, use_cache=want_state,
-                          logits_to_keep=1 if last_only else 0)
-            return out.logits, (HFCache(out.cache_params) if want_state else None)
-        bb, s = self.hf.backbone, self.spec
-        dtype = bb.embeddings.weight.dtype
-        resid = bb.embeddings(input_ids)
-        resid = resid.float() if s.residual_in_fp32 else resid
-        states = []
-        for blk in bb.layers:
-            out, st = self._mixer(blk.mixer, rms_norm(resid, blk.norm.weight, s.eps, dtype), mask, want_state)
-            resid = resid + out
-            states.append(st)
-        if last_only:
-            resid = resid[:, -1:]
-        return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)), states
 
     def _step_core(self, ids, layers):
         bb, s = self.hf.backbone, self.spec
@@ -294,12 +270,6 @@ class Mamba2LM(RecurrentLM):
             y = gated_rms_norm(y.reshape(Bn, s.d_inner), z, m.norm.weight, s.eps, G, dtype)
             resid = resid + m.out_proj(y)
         return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
-
-    def _step(self, input_ids, cache):
-        if isinstance(cache, HFCache):
-            out = self.hf(input_ids=input_ids.reshape(-1, 1), cache_params=cache.cache, use_cache=True)
-            return out.logits[:, -1].float()
-        return super()._step(input_ids, cache)
 
 
 # ===================================================================================== loading
