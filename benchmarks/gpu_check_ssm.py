@@ -256,16 +256,7 @@ def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0):
     spec = mod.parse_config(cfg)
     model = mod.build_model(spec, cfg, device="meta", impl=impl)
     weights = (mamba.random_mamba_weights if family == "mamba" else mamba2.random_mamba2_weights)(spec, seed, dev)
-    sd = mod.convert_state_dict(weights, spec)
-    model.hf.load_state_dict(sd, strict=True, assign=True)
-    if spec.tie:
-        model.hf.lm_head.weight = model.hf.backbone.embeddings.weight
-    mamba.cast_model(model, dev, dtype)
-    if family == "mamba2" and dtype != torch.float32:
-        for name, p in model.named_parameters():
-            if name.endswith(mamba2.FP32_PARAMS):
-                p.data = p.data.float()
-    return model.eval()
+    return mamba.load_weights(model, weights, f"random {family}", dev, dtype)
 
 
 def _gla_model(cfg, dev, dtype, seed=0, kernels="auto"):

@@ -41,15 +41,14 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, selective_scan_fn, selective_state_update
 
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
 from .ssm_common import (
-    RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab,
-    random_ssm_weights, resolve_tied_head, rms_norm, save_mamba_ssm_checkpoint, strip_lightning,
+    RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, mamba_ssm_to_hf_keys, meta_shapes, padded_vocab,
+    random_ssm_weights, resolve_tied_head, rms_norm, save_mamba_ssm_checkpoint,
 )
 
 log = logging.getLogger("jrt_eval")
@@ -170,23 +169,13 @@ def hf_config(spec: MambaSpec):
 # ===================================================================================== weights
 def convert_state_dict(sd: dict, spec: MambaSpec, where: str = "checkpoint") -> dict:
     """mamba_ssm / hazy / transformers keys → transformers' ``MambaForCausalLM`` keys (tied head resolved)."""
-    if spec.hazy or any(k.startswith("model.") for k in sd) or any("metrics" in k for k in sd):
-        sd = strip_lightning(sd)
-    out = OrderedDict()
-    for k, v in sd.items():
-        if k.startswith("backbone.embedding."):
-            k = "backbone.embeddings." + k[len("backbone.embedding."):]
-        out[k] = v
-    resolve_tied_head(out, "backbone.embeddings.weight", "lm_head.weight", spec.tie, where)
-    return out
+    return mamba_ssm_to_hf_keys(sd, spec.tie, where, strip=spec.hazy)
 
 
 def _expected_shapes(spec: MambaSpec) -> dict:
     from transformers import MambaForCausalLM
 
-    with torch.device("meta"):
-        ref = MambaForCausalLM(hf_config(spec))
-    return {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    return meta_shapes(MambaForCausalLM, hf_config(spec))
 
 
 # ===================================================================================== model
@@ -205,6 +194,8 @@ class HFCache:
 class MambaBackboneLM(RecurrentLM):
     """Shared by Mamba and Mamba-2: transformers' modules hold the weights (``self.hf``); ``impl="fast"`` runs
     our layer loop (each family's ``_mixer`` / ``_step_core``), ``impl="hf"`` transformers' own forward and cache."""
+
+    FP32_PARAMS: tuple = ()  # parameter-name suffixes kept float32 under a half-precision model
 
     def __init__(self, spec, config: Optional[dict], impl: str):
         super().__init__()
@@ -244,6 +235,7 @@ class MambaLM(MambaBackboneLM):
     """Mamba-1 language model: transformers' modules hold the weights; see the module docstring for paths."""
 
     family = "mamba"
+    FP32_PARAMS = FP32_PARAMS
 
     def __init__(self, spec: MambaSpec, config: Optional[dict] = None, impl: str = "fast", kernels: str = "auto"):
         super().__init__(spec, config, impl)
@@ -298,14 +290,27 @@ def build_model(spec: MambaSpec, config: Optional[dict] = None, device=None, **o
         return MambaLM(spec, config, **opts)
 
 
-def cast_model(model: nn.Module, device, dtype: torch.dtype) -> nn.Module:
-    """``model.to(device, dtype)`` keeping the small recurrence parameters (:data:`FP32_PARAMS`) in float32."""
+def cast_model(model: MambaBackboneLM, device, dtype: torch.dtype) -> MambaBackboneLM:
+    """``model.to(device, dtype)`` keeping its small recurrence parameters (``model.FP32_PARAMS``) in float32."""
     model.to(device=device, dtype=dtype)
     if dtype != torch.float32:
         for name, p in model.named_parameters():
-            if name.endswith(FP32_PARAMS):
+            if name.endswith(model.FP32_PARAMS):
                 p.data = p.data.float()
     return model
+
+
+def load_weights(model: MambaBackboneLM, sd: dict, where: str, device="cpu", dtype: torch.dtype = torch.float32,
+                 cuda_graphs: bool = True, max_length: int = 2048) -> MambaBackboneLM:
+    """Strictly load mamba_ssm / transformers weights into a model built on the meta device, then place it."""
+    sd = mamba_ssm_to_hf_keys(sd, model.spec.tie, where, strip=getattr(model.spec, "hazy", False))
+    check_state_dict({k: tuple(v.shape) for k, v in model.hf.state_dict().items()}, sd, where)
+    model.hf.load_state_dict(sd, strict=True, assign=True)
+    if model.spec.tie:
+        model.hf.lm_head.weight = model.hf.backbone.embeddings.weight
+    model.cuda_graphs = cuda_graphs
+    model.max_length = max_length
+    return cast_model(model, device, dtype).eval()
 
 
 def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.float32, impl: str = "fast",
@@ -314,15 +319,8 @@ def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.floa
     folder = checkpoint_dir(pretrained)
     config = read_config(folder)
     spec = parse_config(config, f"{folder}/config.json")
-    sd = convert_state_dict(read_state_dict(folder), spec, str(folder))
-    check_state_dict(_expected_shapes(spec), sd, str(folder))
     model = build_model(spec, config, device="meta", impl=impl, kernels=kernels)
-    model.hf.load_state_dict(sd, strict=True, assign=True)
-    if spec.tie:
-        model.hf.lm_head.weight = model.hf.backbone.embeddings.weight
-    model.cuda_graphs = cuda_graphs
-    model.max_length = max_length
-    return cast_model(model, device, dtype).eval()
+    return load_weights(model, read_state_dict(folder), str(folder), device, dtype, cuda_graphs, max_length)
 
 
 # ===================================================================================== tiny checkpoints

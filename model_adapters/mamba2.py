@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, ssd_chunked
 
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
-from .mamba import MambaBackboneLM, cast_model
+from .mamba import MambaBackboneLM, load_weights
 from .ssm_common import (
-    cfg_bool, cfg_float, cfg_int, check_state_dict, padded_vocab, random_ssm_weights,
-    resolve_tied_head, rms_norm, save_mamba_ssm_checkpoint, strip_lightning,
+    cfg_bool, cfg_float, cfg_int, mamba_ssm_to_hf_keys, meta_shapes, padded_vocab, random_ssm_weights, rms_norm,
+    save_mamba_ssm_checkpoint,
 )
 
 log = logging.getLogger("jrt_eval")
@@ -186,23 +186,13 @@ def hf_config(spec: Mamba2Spec):
 
 def convert_state_dict(sd: dict, spec: Mamba2Spec, where: str = "checkpoint") -> dict:
     """mamba_ssm / transformers keys → transformers' ``Mamba2ForCausalLM`` keys (tied head resolved)."""
-    if any(k.startswith("model.") for k in sd) or any("metrics" in k for k in sd):
-        sd = strip_lightning(sd)
-    out = OrderedDict()
-    for k, v in sd.items():
-        if k.startswith("backbone.embedding."):
-            k = "backbone.embeddings." + k[len("backbone.embedding."):]
-        out[k] = v
-    resolve_tied_head(out, "backbone.embeddings.weight", "lm_head.weight", spec.tie, where)
-    return out
+    return mamba_ssm_to_hf_keys(sd, spec.tie, where)
 
 
 def _expected_shapes(spec: Mamba2Spec) -> dict:
     from transformers import Mamba2ForCausalLM
 
-    with torch.device("meta"):
-        ref = Mamba2ForCausalLM(hf_config(spec))
-    return {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    return meta_shapes(Mamba2ForCausalLM, hf_config(spec))
 
 
 def gated_rms_norm(y, z, weight, eps: float, groups: int, out_dtype):
@@ -217,6 +207,7 @@ def gated_rms_norm(y, z, weight, eps: float, groups: int, out_dtype):
 # ===================================================================================== model
 class Mamba2LM(MambaBackboneLM):
     family = "mamba2"
+    FP32_PARAMS = FP32_PARAMS
 
     def __init__(self, spec: Mamba2Spec, config: Optional[dict] = None, impl: str = "fast"):
         super().__init__(spec, config, impl)
@@ -284,20 +275,8 @@ def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.floa
     folder = checkpoint_dir(pretrained)
     config = read_config(folder)
     spec = parse_config(config, f"{folder}/config.json")
-    sd = convert_state_dict(read_state_dict(folder), spec, str(folder))
-    check_state_dict(_expected_shapes(spec), sd, str(folder))
     model = build_model(spec, config, device="meta", impl=impl)
-    model.hf.load_state_dict(sd, strict=True, assign=True)
-    if spec.tie:
-        model.hf.lm_head.weight = model.hf.backbone.embeddings.weight
-    model.cuda_graphs = cuda_graphs
-    model.max_length = max_length
-    cast_model(model, device, dtype)
-    if dtype != torch.float32:
-        for name, p in model.named_parameters():
-            if name.endswith(FP32_PARAMS):
-                p.data = p.data.float()
-    return model.eval()
+    return load_weights(model, read_state_dict(folder), str(folder), device, dtype, cuda_graphs, max_length)
 
 
 # ===================================================================================== tiny checkpoints

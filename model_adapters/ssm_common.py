@@ -90,6 +90,27 @@ def resolve_tied_head(sd: dict, emb_key: str, head_key: str, tie: bool, what: st
         sd[head_key] = sd[emb_key]
 
 
+def mamba_ssm_to_hf_keys(sd: dict, tie: bool, where: str, strip: bool = False) -> dict:
+    """mamba_ssm / hazyresearch / transformers keys -> transformers' ``Mamba(2)ForCausalLM`` keys, tied head
+    resolved. hazyresearch files (``strip``, or ``model.`` / ``*metrics*`` keys seen) lose the Lightning wrapping."""
+    if strip or any(k.startswith("model.") for k in sd) or any("metrics" in k for k in sd):
+        sd = strip_lightning(sd)
+    out = OrderedDict()
+    for k, v in sd.items():
+        if k.startswith("backbone.embedding."):
+            k = "backbone.embeddings." + k[len("backbone.embedding."):]
+        out[k] = v
+    resolve_tied_head(out, "backbone.embeddings.weight", "lm_head.weight", tie, where)
+    return out
+
+
+def meta_shapes(module_cls, config) -> dict:
+    """{key: shape} of ``module_cls(config)``'s state dict, built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        ref = module_cls(config)
+    return {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype=None) -> torch.Tensor:
     """``w ⊙ x / sqrt(mean(x²) + eps)`` in float32, cast to ``out_dtype`` (default: the weight's dtype)."""
     xf = x.float()
