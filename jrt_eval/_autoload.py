@@ -60,8 +60,18 @@ _FALLBACK = {
 }
 
 
+_task_dirs_cache: list = []
+
+
 def task_dirs() -> list:
-    """Folders named by our ``lm_eval.tasks`` entry points (packages whose dirs hold YAMLs)."""
+    """Folders named by our ``lm_eval.tasks`` entry points (packages whose dirs hold YAMLs), looked up once
+    per process: every TaskManager construction asks."""
+    if not _task_dirs_cache:
+        _task_dirs_cache.extend(_find_task_dirs())
+    return list(_task_dirs_cache)
+
+
+def _find_task_dirs() -> list:
     import importlib.util
 
     dirs = []

@@ -278,15 +278,14 @@ class JRTLM(TemplateLM):
             if self.family == "jrt_rnn" and not self.reference_quirks:
                 # JRT-RNN's non-causal encoder reads the context only, never the scored continuation
                 call["encoder_lengths"] = torch.tensor(enc_lens, device=self._device)
+            tail = max(map(len, conts))  # only the last positions predict continuation tokens
             with torch.inference_mode():
                 with self._autocast_ctx():
-                    logits = self.model(ids, mask, **call).float()
+                    logits = self.model(ids, mask, **call)[:, -tail:].float()
                 logits[..., self.vocab_limit:] = float("-inf")
                 logprobs = torch.log_softmax(logits, dim=-1)
-            T = ids.shape[1]
-            for i, (inp, cont) in enumerate(zip(rows, conts)):
-                n = len(cont)
-                lp = logprobs[i, T - n:T]  # positions predicting the continuation tokens
+            for i, cont in enumerate(conts):
+                lp = logprobs[i, tail - len(cont):]  # positions predicting the continuation tokens
                 target = torch.tensor(cont, device=lp.device)
                 greedy = bool((lp.argmax(-1) == target).all())
                 score = float(lp.gather(-1, target[:, None]).sum())
