@@ -36,7 +36,7 @@ from .hazy_layers import (
     Attention, BaseConv, GatedMLP, LinearAttention, PrefixLinearAttention, RMSNorm, SeqContext, StepContext,
     rope_inv_freq, select_based_state,
 )
-from .hub import CheckpointError, check_keys, checkpoint_dir, read_config, read_state_dict
+from .hub import CheckpointError, check_keys, checkpoint_dir, override_config, read_config, read_state_dict
 
 log = logging.getLogger("jrt_eval")
 
@@ -615,12 +615,7 @@ def tiny_config(family: str, **overrides) -> dict:
                                 "l_max": 2048, "feature_dim": 8, "feature_name": "taylor_exp", "num_heads": 2,
                                 "num_key_value_heads": 2, "enc_length": 16, "dec_length": 16,
                                 "implementation": "fla_parallel", "use_mask": True}
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
+    return override_config(cfg, overrides)
 
 
 def random_weights(model: nn.Module, seed: int = 0) -> OrderedDict:

@@ -56,6 +56,13 @@ def read_config(folder: Path) -> dict:
         raise CheckpointError(f"{cfg} is not valid JSON: {exc}") from exc
 
 
+def override_config(cfg: dict, overrides: dict) -> dict:
+    """``cfg`` with ``overrides`` applied; a dict value merges one level into a dict entry (e.g. a mixer's kwargs)."""
+    for key, value in overrides.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    return cfg
+
+
 def read_state_dict(folder: Path) -> dict:
     """Load weights from model.safetensors (preferred) or pytorch_model.bin, sharded or not, on CPU."""
     import torch

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, ssd_chunked
 
-from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
+from .hub import CheckpointError, checkpoint_dir, override_config, read_config, read_state_dict
 from .mamba import MambaBackboneLM, load_weights
 from .ssm_common import (
     cfg_bool, cfg_float, cfg_int, mamba_ssm_to_hf_keys, meta_shapes, padded_vocab, random_ssm_weights, rms_norm,
@@ -287,12 +287,7 @@ def tiny_config(**overrides) -> dict:
            "ssm_cfg": {"layer": "Mamba2", "d_state": 16, "headdim": 16, "chunk_size": 16},
            "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
            "pad_vocab_size_multiple": 16, "tie_embeddings": True}
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
+    return override_config(cfg, overrides)
 
 
 def random_mamba2_weights(spec: Mamba2Spec, seed: int = 0, device="cpu") -> "OrderedDict[str, torch.Tensor]":
