@@ -10,8 +10,10 @@ speed goal), in one run that fits a device lease.
 
 Sections (each fails alone; a summary table is printed last and everything goes to ``$OUT/gpu_check_ssm.json``):
 
-1. kernels — Triton Mamba-1 scan / state update and GLA step vs the float64 references, chunked SSD vs the
-   sequential SSD, fla ``chunk_gla`` / ``fused_recurrent_gla`` vs our chunked GLA; real widths, fp32 and bf16.
+1. kernels — Triton Mamba-1 scan / state update and GLA step vs the float64 references, chunked SSD and the
+   Triton SSD prefill (fp32 and bf16 inputs) vs the sequential SSD, the Triton SSD step vs the PyTorch step,
+   fla ``chunk_gla`` / ``fused_recurrent_gla`` vs our chunked GLA; real widths, fp32 and bf16; Triton scan and
+   SSD prefill times.
 2. parity — whole models with random weights at real widths (Mamba-130M, Mamba-2-130M) and a small GLA, fp32 on
    GPU: our fast path vs transformers' path (Mamba, Mamba-2) or our torch path and fla's ``GLAForCausalLM``
    (GLA, also bf16); CUDA-graph decode vs the parallel forward; left-padded batch vs rows alone.
@@ -157,7 +159,9 @@ def left_padded_batch(batch, lengths, vocab, device, seed):
 @section("kernels")
 def check_kernels(dev, smoke):
     """Our Triton kernels (or the torch paths on CPU) vs float64 references, real widths."""
-    from jrt_eval.kernels.mamba import gla_prefill, gla_step, selective_scan_fn, selective_state_update, triton_usable
+    from jrt_eval.kernels.mamba import (
+        gla_prefill, gla_step, selective_scan_fn, selective_state_update, ssd_step, triton_usable,
+    )
 
     g = torch.Generator(device=dev).manual_seed(0)
     b, T, d, n = (2, 40, 24, 16) if smoke else (4, 1000, 1536, 16)
@@ -220,6 +224,68 @@ def check_kernels(dev, smoke):
     y_c, s_c = S.ssd_chunked(xs, dts, As, Bs, Cs, 8 if smoke else 256, D=Ds, dt_bias=dbs, mask=m2)
     record("kernel.ssd_chunked.fp32", diff(y_c, y_ref), f"[{b2},{T2},{H},{P},{N}] vs sequential float64")
     record("kernel.ssd_chunked.state.fp32", diff(s_c, s_ref))
+    # decode steps from the reference state (dispatcher: the Triton step on GPU, the PyTorch step on CPU)
+    k = 4
+    xk, dtk, Bk, Ck = rn(b2, k, H, P), rn(b2, k, H) - 2, rn(b2, k, 1, N), rn(b2, k, 1, N)
+    yk_ref, sk_ref = R.ssd_sequential_ref(*(t.double() for t in (xk, dtk, As, Bk, Ck, Ds, dbs)), initial_state=s_ref)
+    st_a, st_b = s_ref.float(), s_ref.float()
+    worst_ref, worst_torch = None, None
+    for j in range(k):
+        args = (xk[:, j], dtk[:, j], As, Bk[:, j], Ck[:, j])
+        ya = ssd_step(st_a, *args, D=Ds, dt_bias=dbs, backend=backend, out_dtype=torch.float32)
+        yb = S.ssd_step_torch(st_b, *args, D=Ds, dt_bias=dbs)
+        e_ref, e_torch = diff(ya, yk_ref[:, j]), diff(ya, yb)
+        worst_ref = e_ref if worst_ref is None or e_ref["rel"] > worst_ref["rel"] else worst_ref
+        worst_torch = e_torch if worst_torch is None or e_torch["rel"] > worst_torch["rel"] else worst_torch
+    record("kernel.ssd_step", worst_ref, f"{k} steps from the sequential state, vs float64")
+    record("kernel.ssd_step.state", diff(st_a, sk_ref))
+    if backend == "triton":
+        from jrt_eval.kernels.mamba import ssd_triton
+
+        record("kernel.ssd_triton.step_vs_torch_step", worst_torch, "same float32 state and inputs")
+        record("kernel.ssd_triton.step_vs_torch_step.state", diff(st_a, st_b))
+        y_t, s_t = ssd_triton.ssd_prefill_triton(xs, dts, As, Bs, Cs, D=Ds, dt_bias=dbs, mask=m2,
+                                                 out_dtype=torch.float32)
+        record("kernel.ssd_triton.fp32", diff(y_t, y_ref), f"[{b2},{T2},{H},{P},{N}] vs sequential float64")
+        record("kernel.ssd_triton.state.fp32", diff(s_t, s_ref))
+        xb, dtb, Bb, Cb = (t.bfloat16() for t in (xs, dts, Bs, Cs))
+        y_rb, s_rb = R.ssd_sequential_ref(*(t.double() for t in (xb, dtb, As, Bb, Cb, Ds, dbs)), mask=m2)
+        for mix in ("bf16", "tf32"):
+            y_tb, s_tb = ssd_triton.ssd_prefill_triton(xb, dtb, As, Bb, Cb, D=Ds, dt_bias=dbs, mask=m2,
+                                                       out_dtype=torch.float32, config={"mix": mix})
+            record(f"kernel.ssd_triton.bf16_in.mix_{mix}", diff(y_tb, y_rb),
+                   f"bf16 x/dt/B/C vs float64 of the same; derived operands in {mix}, fp32 state")
+            record(f"kernel.ssd_triton.state.bf16_in.mix_{mix}", diff(s_tb, s_rb))
+        del xb, dtb, Bb, Cb
+        # speed at Mamba-2-130M widths, batch 32 x 1900 tokens, one layer
+        bb, TT = 32, 1900
+        xt = torch.randn(bb, TT, H, P, device=dev, dtype=torch.bfloat16)
+        dtt = torch.randn(bb, TT, H, device=dev, dtype=torch.bfloat16) - 2
+        Bt = torch.randn(bb, TT, 1, N, device=dev, dtype=torch.bfloat16)
+        t_chunked, _ = timed(lambda: S.ssd_chunked(xt, dtt, As, Bt, Bt, 256, D=Ds, dt_bias=dbs), reps=3)
+        shape = f"[{bb}x{TT}x{H}x{P}x{N}]"
+        for tag, dtype, cfg in (("bf16", torch.bfloat16, None), ("bf16.mix_tf32", torch.bfloat16, {"mix": "tf32"}),
+                                ("fp32", torch.float32, None)):
+            xi, dti, Bi = (t.to(dtype) for t in (xt, dtt, Bt))
+            t, _ = timed(lambda: ssd_triton.ssd_prefill_triton(xi, dti, As, Bi, Bi, D=Ds, dt_bias=dbs,
+                                                               out_dtype=torch.float32, config=cfg), reps=5)
+            kk = ssd_triton.LAST_KERNEL
+            try:
+                info = f"regs {kk.n_regs} spills {kk.n_spills} smem {kk.metadata.shared}"
+            except Exception as exc:  # compile info is a nicety
+                info = f"(no compile info: {type(exc).__name__})"
+            record(f"kernel.ssd_triton.time_ms{shape}.{tag}", round(t * 1e3, 3),
+                   f"ssd_chunked (bf16 in, fp32 math) {t_chunked * 1e3:.1f} ms = {t_chunked / t:.1f}x; {info}")
+            del xi, dti, Bi
+        st = torch.zeros(bb, H, P, N, device=dev)
+        t_step, _ = timed(lambda: ssd_triton.ssd_step_triton(st, xt[:, 0], dtt[:, 0], As, Bt[:, 0], Bt[:, 0], D=Ds,
+                                                             dt_bias=dbs, out_dtype=torch.float32), reps=20)
+        t_step_torch, _ = timed(lambda: S.ssd_step_torch(st, xt[:, 0], dtt[:, 0], As, Bt[:, 0], Bt[:, 0], D=Ds,
+                                                         dt_bias=dbs), reps=20)
+        gb = 2 * st.numel() * 4 / 1e9
+        record(f"kernel.ssd_triton.step_time_ms[{bb}x{H}x{P}x{N}]", round(t_step * 1e3, 4),
+               f"{gb / t_step:.0f} GB/s state r+w; torch step {t_step_torch * 1e3:.3f} ms (eager, no graph)")
+        del xt, dtt, Bt, st
 
 
 @section("fla_kernels")
@@ -251,10 +317,10 @@ def check_fla_kernels(dev, smoke):
 
 
 # ===================================================================================== 2. parity
-def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0):
+def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0, kernels="auto"):
     mod = {"mamba": mamba, "mamba2": mamba2}[family]
     spec = mod.parse_config(cfg)
-    model = mod.build_model(spec, cfg, device="meta", impl=impl)
+    model = mod.build_model(spec, cfg, device="meta", impl=impl, kernels=kernels)
     weights = (mamba.random_mamba_weights if family == "mamba" else mamba2.random_mamba2_weights)(spec, seed, dev)
     return mamba.load_weights(model, weights, f"random {family}", dev, dtype)
 
@@ -313,6 +379,17 @@ def check_parity_mamba(dev, smoke):
             half = _mamba_model(family, cfg, dev, torch.bfloat16)
             record(f"parity.{family}.fast_bf16_vs_fp32", diff(half(ids, mask)[keep], fast(ids, mask)[keep]))
             del half
+            if family == "mamba2":  # the opt-in Triton SSD kernels, whole model, vs the torch path
+                for dt in (torch.float32, torch.bfloat16):
+                    tri = _mamba_model(family, cfg, dev, dt, kernels="triton")
+                    name = str(dt)[6:]
+                    record(f"parity.mamba2.triton_{name}_vs_torch_fp32", diff(tri(ids, mask)[keep], fast(ids, mask)[keep]))
+                    record(f"parity.mamba2.triton_{name}.decode_vs_forward", decode_parity(tri, ids1, 7, 9),
+                           "Triton prefill + Triton step (CUDA graph)")
+                    worst, same = padding_parity(tri, 50277, dev)
+                    record(f"parity.mamba2.triton_{name}.padded_vs_alone", worst)
+                    record(f"parity.mamba2.triton_{name}.padded_vs_alone.greedy_identical", same)
+                    del tri
         del fast
 
 
@@ -417,6 +494,16 @@ def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dt
             if ref_tokens is not None:
                 record(f"speed.{family}.L{L}.ours_{name}_greedy_agree_fp32", agreement(toks, ref_tokens),
                        f"share of rows with identical {NEW} tokens")
+            if family == "mamba2" and dev.type == "cuda" and need(30, f"speed.{family}.L{L}.{name}.triton"):
+                # the opt-in Triton SSD prefill + decode step (kernels="triton"), same weights and prompts
+                mt = _mamba_model(family, cfg, dev, dt, kernels="triton")
+                tt, ttoks = bench_ours(mt, ids, mask, NEW, reps)
+                record(f"speed.{family}.L{L}.ours_triton_{name}_s_per_batch", round(tt, 3),
+                       f"{B / tt:.1f} prompts/s, {t / tt:.2f}x the torch SSD path")
+                record(f"speed.{family}.L{L}.ours_triton_{name}_greedy_agree_torch_path", agreement(ttoks, toks))
+                if ref_tokens is not None:
+                    record(f"speed.{family}.L{L}.ours_triton_{name}_greedy_agree_fp32", agreement(ttoks, ref_tokens))
+                del mt
             if L == lengths[0] and dt == dtypes[0]:
                 _, pids, pmask = left_padded_batch(B, [int(L * (0.6 + 0.4 * i / B)) for i in range(B)], vocab, dev, 5)
                 tp, _ = bench_ours(model, pids, pmask, NEW, reps)
@@ -448,7 +535,10 @@ def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
             import fla  # noqa: F401
             from fla.models import GLAConfig, GLAForCausalLM
 
-            fcfg = GLAConfig(**{k: v for k, v in cfg.items() if k not in ("model_type", "architectures", "torch_dtype")})
+            fcfg = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures", "torch_dtype")}
+            if fcfg.get("attn_mode") == "fused_chunk":  # the published config's mode; fla 0.6.0 removed that kernel
+                fcfg["attn_mode"] = "chunk"  # (run on the H100, 2026-11-23: NotImplementedError in fla's layer)
+            fcfg = GLAConfig(**fcfg)
             with torch.device("meta"):
                 hf = GLAForCausalLM(fcfg)
             sd = {k: v.to(torch.bfloat16) for k, v in ours.state_dict().items()}

@@ -11,10 +11,15 @@ kernel, biases and ``dt_limit`` — all read from ``ssm_cfg`` with mamba_ssm's d
 is gate-then-norm = mamba_ssm's ``norm_before_gate=False`` (the released checkpoints); other variants
 (``norm_before_gate``, ``D_has_hdim``, ``d_ssm < d_inner``, no ``rmsnorm``) are refused by name.
 
-Compute paths (``impl``): ``"fast"`` (default) — chunked SSD in PyTorch one chunk at a time
-(``kernels/mamba/scan.py``: peak memory a few ``[b, heads, 256, 256]`` tensors, where transformers' fallback
-broadcasts a ``[b, chunks, 256, 256, heads, head_dim]`` product, ~96 GiB at batch 32 × 1900 tokens), LM head
-on the last position only, decode replayed as a CUDA graph on GPU; ``"hf"`` — transformers' own forward/cache.
+Compute paths (``impl``): ``"fast"`` (default) — our layer loop: the SSD prefill chunked in PyTorch one chunk
+at a time (``kernels/mamba/scan.py``: peak memory a few ``[b, heads, 256, 256]`` tensors, where transformers'
+fallback broadcasts a ``[b, chunks, 256, 256, heads, head_dim]`` product, ~96 GiB at batch 32 × 1900 tokens) or,
+with ``kernels="triton"`` on CUDA, in one Triton kernel (``kernels/mamba/ssd_triton.py``: state in registers,
+chunks on tensor cores) with a fused Triton decode step; LM head on the last position only; decode replayed as
+a CUDA graph on GPU. ``"hf"`` — transformers' own forward/cache. ``kernels``: ``"auto"`` (= ``"torch"`` until
+the Triton kernels, tested in Triton's interpreter and compiled for sm_90 in CI, have been timed on a GPU) |
+``"triton"`` | ``"torch"``. Both paths read x, B, C in the model dtype and keep the state in float32, so a
+prefill by one hands over to a decode by the other.
 Padding: pads are zeroed before the conv and get Δ = 0 (no decay, no input): left padding is exact.
 """
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, ssd_chunked
+from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, ssd_prefill, ssd_step
 
 from .hub import CheckpointError, checkpoint_dir, override_config, read_config, read_state_dict
 from .mamba import MambaBackboneLM, load_weights
@@ -209,10 +214,14 @@ class Mamba2LM(MambaBackboneLM):
     family = "mamba2"
     FP32_PARAMS = FP32_PARAMS
 
-    def __init__(self, spec: Mamba2Spec, config: Optional[dict] = None, impl: str = "fast"):
+    def __init__(self, spec: Mamba2Spec, config: Optional[dict] = None, impl: str = "fast", kernels: str = "auto"):
         super().__init__(spec, config, impl)
         from transformers import Mamba2ForCausalLM
 
+        if kernels not in ("auto", "torch", "triton"):
+            raise ValueError(f"unknown kernels {kernels!r} for mamba2; use auto, torch or triton")
+        # the Triton SSD kernels are opt-in until timed on a GPU (module docstring)
+        self.kernels = "torch" if kernels == "auto" else kernels
         self.hf = Mamba2ForCausalLM(hf_config(spec))
 
     def _mixer(self, m, h, mask, want_state):
@@ -223,10 +232,12 @@ class Mamba2LM(MambaBackboneLM):
             xBC = xBC * mask[..., None].to(xBC.dtype)
         xBCc = causal_conv1d(xBC, m.conv1d.weight[:, 0], m.conv1d.bias)
         x, B, C = torch.split(xBCc, [s.d_inner, s.ngroups * s.d_state, s.ngroups * s.d_state], dim=-1)
-        y, S = ssd_chunked(
+        # x, B, C: strided views of the conv output in the model dtype; y in float32 for the gated norm
+        y, S = ssd_prefill(
             x.reshape(b, T, s.nheads, s.headdim), dt, -torch.exp(m.A_log.float()),
             B.reshape(b, T, s.ngroups, s.d_state), C.reshape(b, T, s.ngroups, s.d_state), s.chunk_size,
-            D=m.D.float(), dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit, mask=mask,
+            D=m.D.float(), dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit, mask=mask, backend=self.kernels,
+            out_dtype=torch.float32,
         )
         y = gated_rms_norm(y.reshape(b, T, s.d_inner), z, m.norm.weight, s.eps, s.ngroups, h.dtype)
         state = {"conv": conv_tail(xBC, s.d_conv), "ssm": S.float().contiguous()} if want_state else None
@@ -250,14 +261,11 @@ class Mamba2LM(MambaBackboneLM):
                 xc = xc + m.conv1d.bias.float()
             xc = F.silu(xc)
             x, B, C = torch.split(xc, [s.d_inner, G * N, G * N], dim=-1)
-            delta = F.softplus(dt.float() + m.dt_bias.float())
-            if tuple(s.dt_limit) != (0.0, float("inf")):
-                delta = delta.clamp(s.dt_limit[0], s.dt_limit[1])
-            x = x.to(dtype).float().view(Bn, H, P)  # the prefill scan reads x in the model dtype too
-            S = st["ssm"].view(Bn, G, H // G, P, N)
-            S.mul_(torch.exp(delta * -torch.exp(m.A_log.float())).view(Bn, G, H // G, 1, 1))
-            S.add_((delta[..., None] * x).view(Bn, G, H // G, P, 1) * B.to(dtype).float().view(Bn, G, 1, 1, N))
-            y = (S @ C.to(dtype).float().view(Bn, G, 1, N, 1)).view(Bn, H, P) + m.D.float()[:, None] * x
+            # x, B, C rounded to the model dtype: the prefill scan reads them in the model dtype too
+            y = ssd_step(st["ssm"], x.to(dtype).view(Bn, H, P), dt, -torch.exp(m.A_log.float()),
+                         B.to(dtype).view(Bn, G, N), C.to(dtype).view(Bn, G, N), D=m.D.float(),
+                         dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit, backend=self.kernels,
+                         out_dtype=torch.float32)
             y = gated_rms_norm(y.reshape(Bn, s.d_inner), z, m.norm.weight, s.eps, G, dtype)
             resid = resid + m.out_proj(y)
         return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
@@ -270,12 +278,12 @@ def build_model(spec: Mamba2Spec, config: Optional[dict] = None, device=None, **
 
 
 def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.float32, impl: str = "fast",
-               cuda_graphs: bool = True, max_length: int = 2048) -> Mamba2LM:
+               kernels: str = "auto", cuda_graphs: bool = True, max_length: int = 2048) -> Mamba2LM:
     """Load a Mamba-2 checkpoint (hub id or folder; mamba_ssm or transformers format), strictly."""
     folder = checkpoint_dir(pretrained)
     config = read_config(folder)
     spec = parse_config(config, f"{folder}/config.json")
-    model = build_model(spec, config, device="meta", impl=impl)
+    model = build_model(spec, config, device="meta", impl=impl, kernels=kernels)
     return load_weights(model, read_state_dict(folder), str(folder), device, dtype, cuda_graphs, max_length)
 
 

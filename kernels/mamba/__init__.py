@@ -2,8 +2,9 @@
 
 * ``reference.py`` — literal step-by-step recurrences (the ground truth of the tests).
 * ``scan.py`` — production PyTorch paths (CPU; GPU fallback): blocked selective scan, chunked SSD, chunked GLA.
-* ``selective_scan.py`` — Triton: Mamba-1 prefill scan and decode state update; ``gla_triton.py`` — Triton:
-  GLA decode step (imported lazily; they need ``triton``, which the CPU install does not have).
+* ``selective_scan.py`` — Triton: Mamba-1 prefill scan and decode state update; ``ssd_triton.py`` — Triton:
+  Mamba-2 (SSD) prefill and decode step; ``gla_triton.py`` — Triton: GLA decode step (imported lazily; they
+  need ``triton``, which the CPU install does not have).
 * GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
   0.6.0) is installed.
 
@@ -17,10 +18,10 @@ import importlib.util
 
 import torch
 
-from .scan import causal_conv1d, conv_tail, gla_chunked, selective_scan_torch, ssd_chunked
+from .scan import causal_conv1d, conv_tail, gla_chunked, selective_scan_torch, ssd_chunked, ssd_step_torch
 
 __all__ = ["causal_conv1d", "conv_tail", "fla_usable", "gla_chunked", "gla_prefill", "gla_step", "selective_scan_fn",
-           "selective_state_update", "ssd_chunked", "triton_usable"]
+           "selective_state_update", "ssd_chunked", "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,6 +90,34 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     if z is not None:
         y = y * torch.nn.functional.silu(z.to(wd))
     return y.to(x.dtype)
+
+
+def ssd_prefill(x, dt, A, B, C, chunk_size: int = 256, D=None, dt_bias=None, dt_softplus=True,
+                dt_limit=(0.0, float("inf")), mask=None, initial_state=None, backend: str = "auto", out_dtype=None):
+    """Mamba-2 SSD over a prompt (shapes as :func:`ssd_chunked`). Returns ``(y [b, T, h, p] in out_dtype (default
+    x.dtype), final state [b, h, p, n] float32)``. ``chunk_size`` sets the PyTorch path's chunk; the Triton kernel
+    uses its own (the result is the same up to float rounding)."""
+    if _use_triton(x, backend):
+        from .ssd_triton import ssd_prefill_triton
+
+        return ssd_prefill_triton(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
+                                  dt_limit=dt_limit, mask=mask, initial_state=initial_state, out_dtype=out_dtype)
+    y, S = ssd_chunked(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
+                       mask=mask, initial_state=initial_state)
+    return y.to(out_dtype or x.dtype), S.float() if S.dtype != torch.float64 else S
+
+
+def ssd_step(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_limit=(0.0, float("inf")),
+             backend: str = "auto", out_dtype=None):
+    """One Mamba-2 decode token; updates ``state [b, h, p, n]`` (float32, contiguous) in place. ``x [b, h, p]``,
+    ``dt [b, h]``, ``B, C [b, g, n]``. Returns ``y [b, h, p]`` (incl. ``D x``) in out_dtype (default x.dtype)."""
+    if _use_triton(x, backend):
+        from .ssd_triton import ssd_step_triton
+
+        return ssd_step_triton(state, x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
+                               dt_limit=dt_limit, out_dtype=out_dtype)
+    y = ssd_step_torch(state, x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)
+    return y.to(out_dtype or x.dtype)
 
 
 def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto"):

@@ -7,6 +7,7 @@
   inside a chunk, state passing between chunks). Peak memory is a few ``[b, h, L, L]`` tensors for one
   chunk, not the ``[b, chunks, L, L, h, p]`` broadcast that makes transformers' fallback allocate ~96 GiB
   at batch 32.
+* :func:`ssd_step_torch` — one Mamba-2 decode token on the state, in place (the step of the same recurrence).
 * :func:`gla_chunked` — GLA in chunks with pairwise decays ``exp(b_l - b_s)`` (all ≤ 1, so no overflow
   for strongly decaying gates), state passing between chunks.
 
@@ -126,6 +127,28 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int = 256, D=None, dt_bias=None, dt_
     if D is not None:
         y = y + D.to(wd)[:, None] * x.to(wd)
     return y, S
+
+
+def ssd_step_torch(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_limit=(0.0, float("inf"))):
+    """One Mamba-2 decode token: ``state [b, h, p, n]`` (contiguous) is updated in place; ``x [b, h, p]``,
+    ``dt [b, h]``, ``B, C [b, g, n]``. Returns ``y [b, h, p]`` (incl. ``D x``) in the state's dtype.
+    The discretisation is :func:`ssd_chunked`'s, so a prefill hands over to this step exactly."""
+    wd = state.dtype
+    b, h, p, n = state.shape
+    g = B.shape[-2]
+    delta = dt.to(wd) + (dt_bias.to(wd) if dt_bias is not None else 0.0)
+    if dt_softplus:
+        delta = F.softplus(delta)
+    if tuple(dt_limit) != (0.0, float("inf")):
+        delta = delta.clamp(dt_limit[0], dt_limit[1])
+    xf = x.to(wd)
+    S = state.view(b, g, h // g, p, n)
+    S.mul_(torch.exp(delta * A.to(wd)).view(b, g, h // g, 1, 1))
+    S.add_((delta[..., None] * xf).view(b, g, h // g, p, 1) * B.to(wd).view(b, g, 1, 1, n))
+    y = (S @ C.to(wd).view(b, g, 1, n, 1)).view(b, h, p)
+    if D is not None:
+        y = y + D.to(wd)[:, None] * xf
+    return y
 
 
 def gla_chunked(q, k, v, gk, scale=None, mask=None, initial_state=None, chunk_size: int = 32):
