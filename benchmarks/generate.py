@@ -65,7 +65,8 @@ def main():
         for name, value in json.loads(hazy.read_text())["results"].get("speed", {}).items():
             if name.endswith("s/batch"):
                 family, length = name.split()[:2]
-                print(f"| {family} (amp_bf16) | {length[2:]} | {float(value):.3f} | {32 / float(value):.1f} |")
+                how = "amp_bf16, eager" if " eager " in name else "amp_bf16"
+                print(f"| {family} ({how}) | {length[2:]} | {float(value):.3f} | {32 / float(value):.1f} |")
 
 
 if __name__ == "__main__":

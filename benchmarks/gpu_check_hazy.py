@@ -7,16 +7,20 @@ Models are built in memory at the paper's 360M widths (d 1024, 27 layers for Bas
 24 for attention; f = 16, 16 heads, SWA window 256) with random weights (the hub is unreachable).
 
 1. parity, fp32: the fused Triton kernels vs the plain-PyTorch references (``JRT_EVAL_KERNELS=reference``)
-   on the whole model; recurrent decode vs the parallel forward; a left-padded batch vs each row alone.
+   on the whole model; recurrent decode vs the parallel forward; CUDA-graph decode vs eager decode (rows
+   leaving the batch, a second generate replaying the graph); a left-padded batch vs each row alone.
 2. speed: batch 32, 950- and 1900-token prompts, 48 greedy tokens (no stop), in the paper's precision
-   (fp32 weights under bf16 autocast) with the fused kernels, vs the same model on the PyTorch
-   references measured in the same run; greedy agreement of the bf16-autocast run with an fp32 run.
+   (fp32 weights under bf16 autocast) with the fused kernels: decode replayed as CUDA graphs (the default)
+   and eager (``cuda_graphs=False``) in the same run, vs the same model on the PyTorch references (eager);
+   greedy agreement of graphed vs eager and of the bf16-autocast run with an fp32 run; peak GPU memory.
+   ``--smoke`` (CPU) runs the graph bookkeeping without capture (``cuda_graphs="static"``).
 
 A short table is printed last; everything goes to ``<out>/gpu_check_hazy.json``.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -91,6 +95,38 @@ def record(section, name, value, note=""):
     print(f"[{section}] {name}: {value} {note}", flush=True)
 
 
+def graph_mode(device) -> object:
+    """What ``cuda_graphs`` means "graphed" here: real CUDA graphs on CUDA, the static bookkeeping on CPU."""
+    return True if device.type == "cuda" else "static"
+
+
+@contextmanager
+def graphs(model, mode):
+    old = model.cuda_graphs
+    model.cuda_graphs = mode
+    try:
+        yield
+    finally:
+        model.cuda_graphs = old
+
+
+def free_graphs(*models):
+    for m in models:
+        m.release_graphs()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def peak_reset():
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gb() -> float:
+    return torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else float("nan")
+
+
 def parity(family, model, device, T):
     gen = torch.Generator(device="cpu").manual_seed(1)
     ids = torch.randint(0, 50257, (2, T), generator=gen).to(device)
@@ -116,21 +152,80 @@ def parity(family, model, device, T):
             alone = model(torch.tensor([rows[0]], device=device))
         record("parity", f"{family} left-padded row vs alone rel",
                f"{rel(batched[0, -T // 2:], alone[0]):.2e}")
+    graph_parity(family, model, device, T)
 
 
-def timed_generate(model, ids, mask, new_tokens, autocast, reps=1):
-    """Best of ``reps`` timed runs (seconds) after one untimed run at the same shapes (JIT, allocator)."""
-    best, tokens = float("inf"), None
-    for _ in range(reps + 1):
+def graph_parity(family, model, device, T, new_tokens=24):
+    """Greedy decode with the step replayed as a CUDA graph vs eager, fp32, fused kernels: four left-padded
+    prompts, two rows leaving early (stop rule), then the same generate again (replays the captured graph)."""
+    gen = torch.Generator(device="cpu").manual_seed(4)
+    seqs = [torch.randint(0, 50257, (n,), generator=gen).tolist() for n in (T, T // 3, T // 2, 7)]
+    pid, pmask = left_pad(seqs, 0, device)
+    logged = {}
+
+    class Recorder:  # keeps the logits greedy_generate sees
+        def __init__(self, key):
+            self.key = key
+            logged[key] = []
+
+        def prefill(self, *a):
+            out = model.prefill(*a)
+            logged[self.key].append(out[0].clone())
+            return out
+
+        def step(self, ids, cache):
+            out = model.step(ids, cache)
+            logged[self.key].append(out.clone())
+            return out
+
+    stop_at = {}
+
+    def is_done(tokens):  # rows 1 and 3 stop after 5 and 11 tokens (keyed by their first token)
+        return len(tokens) >= stop_at.get(tokens[0], 10 ** 9)
+
+    with torch.inference_mode(), kernels("auto"):
+        with graphs(model, False):
+            free = greedy_generate(model, pid, pmask, new_tokens, None, vocab_limit=50257).tokens
+        stop_at.update({free[1][0]: 5, free[3][0]: 11})
+        with graphs(model, False):
+            eager = greedy_generate(Recorder("eager"), pid, pmask, new_tokens, is_done, vocab_limit=50257)
         sync()
         t0 = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = greedy_generate(model, ids, mask, new_tokens, None, vocab_limit=50257)
-        sync()
-        elapsed = time.perf_counter() - t0
-        if tokens is not None:
-            best = min(best, elapsed)
-        tokens = out.tokens
+        with graphs(model, graph_mode(device)):
+            first = greedy_generate(Recorder("graph"), pid, pmask, new_tokens, is_done, vocab_limit=50257)
+            sync()
+            t_first = time.perf_counter() - t0
+            again = greedy_generate(Recorder("again"), pid, pmask, new_tokens, is_done, vocab_limit=50257)
+    worst = max(rel(a, b) for key in ("graph", "again") for a, b in zip(logged[key], logged["eager"]))
+    same = eager.tokens == first.tokens == again.tokens
+    record("parity", f"{family} graphed vs eager decode logits rel (max over steps)", f"{worst:.2e}",
+           f"tokens {'identical' if same else 'DIFFER'}; rows leaving at 5 and 11 tokens; first graphed generate "
+           f"(with capture) {t_first:.2f} s; {len(model._graphs)} graph(s)")
+    free_graphs(model)
+
+
+def timed_generate(model, ids, mask, new_tokens, autocast, reps=1, cuda_graphs=None, info=None):
+    """Best of ``reps`` timed runs (seconds) after one untimed run at the same shapes (JIT, allocator, graph
+    capture); ``cuda_graphs`` overrides the model's setting for these runs. ``info`` (a dict) receives the
+    untimed first run's time and the peak GPU memory."""
+    best, tokens = float("inf"), None
+    mode = model.cuda_graphs if cuda_graphs is None else cuda_graphs
+    peak_reset()
+    with graphs(model, mode):
+        for i in range(reps + 1):
+            sync()
+            t0 = time.perf_counter()
+            with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = greedy_generate(model, ids, mask, new_tokens, None, vocab_limit=50257)
+            sync()
+            elapsed = time.perf_counter() - t0
+            if i == 0 and info is not None:
+                info["first"] = elapsed
+            if tokens is not None:
+                best = min(best, elapsed)
+            tokens = out.tokens
+    if info is not None:
+        info["peak_gb"] = peak_gb()
     return best, tokens
 
 
@@ -151,24 +246,35 @@ def speed(family, fp32_model, device, batch, lengths, new_tokens, reps):
     """amp_bf16 as the lm-eval adapter runs it: Linear weights stored in bf16, bf16 autocast."""
     import copy
 
-    model = copy.deepcopy(fp32_model)
+    model = copy.deepcopy(fp32_model)  # (captured graphs are not copied)
     cast_matmul_weights(model, torch.bfloat16)
     gen = torch.Generator(device="cpu").manual_seed(2)
+    mode = graph_mode(device)
     for L in lengths:
         ids = torch.randint(0, 50257, (batch, L), generator=gen).to(device)
+        g_info, e_info = {}, {}
         with kernels("auto"):
-            t_fast, toks_fast = timed_generate(model, ids, None, new_tokens, True, reps)
+            t_graph, toks_graph = timed_generate(model, ids, None, new_tokens, True, reps, mode, g_info)
+            t_eager, toks_eager = timed_generate(model, ids, None, new_tokens, True, reps, False, e_info)
             t_pre = timed_prefill(model, ids, True)
-            _, toks_fp32 = timed_generate(fp32_model, ids, None, new_tokens, False, 0)
-        agree = sum(a == b for a, b in zip(toks_fast, toks_fp32)) / batch
-        first = sum(a[0] == b[0] for a, b in zip(toks_fast, toks_fp32)) / batch
+            _, toks_fp32 = timed_generate(fp32_model, ids, None, new_tokens, False, 0, mode)
+        agree = sum(a == b for a, b in zip(toks_graph, toks_fp32)) / batch
+        first = sum(a[0] == b[0] for a, b in zip(toks_graph, toks_fp32)) / batch
+        same = sum(a == b for a, b in zip(toks_graph, toks_eager)) / batch
         with kernels("reference"):
-            t_ref, _ = timed_generate(model, ids, None, new_tokens, True, 1)
+            t_ref, _ = timed_generate(model, ids, None, new_tokens, True, 1, False)
             t_ref_pre = timed_prefill(model, ids, True, 1)
-        record("speed", f"{family} L={L} fused amp_bf16 s/batch", f"{t_fast:.3f}",
-               f"{batch / t_fast:.1f} prompts/s (prefill {t_pre:.3f} s); PyTorch reference path {t_ref:.3f} s "
-               f"(prefill {t_ref_pre:.3f} s): {t_ref / t_fast:.1f}x")
+        graph_note = "CUDA graph" if mode is True else "static buffers, no capture (CPU)"
+        record("speed", f"{family} L={L} fused amp_bf16 s/batch", f"{t_graph:.3f}",
+               f"{graph_note}: {batch / t_graph:.1f} prompts/s (prefill {t_pre:.3f} s; first call with capture "
+               f"{g_info['first']:.3f} s; peak {g_info['peak_gb']:.1f} GiB); eager {t_eager:.3f} s: "
+               f"{t_eager / t_graph:.2f}x")
+        record("speed", f"{family} L={L} fused amp_bf16 eager s/batch", f"{t_eager:.3f}",
+               f"cuda_graphs=False: {batch / t_eager:.1f} prompts/s (peak {e_info['peak_gb']:.1f} GiB); "
+               f"PyTorch reference path (eager) {t_ref:.3f} s (prefill {t_ref_pre:.3f} s): {t_ref / t_eager:.1f}x")
+        record("speed", f"{family} L={L} greedy text graphed = eager", f"{same:.0%}", "bf16 autocast, both fused")
         record("speed", f"{family} L={L} greedy text = fp32 run", f"{agree:.0%}", f"first token {first:.0%}")
+        free_graphs(model, fp32_model)  # attention: each graph holds batch x capacity KV buffers (GBs)
 
 
 def profile(model, device, batch, L, new_tokens, top=14):
@@ -210,9 +316,9 @@ def main():
             speed(family, model, device, batch, lengths, new, args.reps)
             if args.profile:
                 profile(model, device, batch, lengths[-1], new)
+            free_graphs(model)  # graphs hold the model (their step function) and their buffers
             del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            gc.collect()
         except Exception as exc:  # one family failing must not hide the others
             record("error", family, f"{type(exc).__name__}: {exc}")
             traceback.print_exc()

@@ -12,8 +12,10 @@ never reach any state (conv windows, linear-attention sums, SSM states, KV cache
 depend on batch size or on which prompts share a batch. Positions (RoPE) count real tokens only.
 
 A cache implements ``select(rows)`` (keep only these batch rows), so finished rows can leave the
-batch. Logits are float32 over the model's padded vocabulary; the decoder masks rows past the
-tokenizer's vocabulary before the argmax.
+batch. It may implement ``reserve(n)``: at most ``n`` more steps will follow (a hint, never a limit; a
+full-attention KV cache allocates its room once instead of growing, which also keeps one CUDA graph for
+the whole decode). Logits are float32 over the model's padded vocabulary; the decoder masks rows past
+the tokenizer's vocabulary before the argmax.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import torch
 
 class Cache(Protocol):
     def select(self, rows: torch.Tensor) -> "Cache": ...
+
+    # optional: def reserve(self, steps: int) -> "Cache" (see the module docstring)
 
 
 @dataclass
@@ -56,6 +60,8 @@ def greedy_generate(
     if max_new_tokens <= 0:
         return GenerationResult(out, 0, done)
     logits, cache = model.prefill(input_ids, attention_mask)
+    if hasattr(cache, "reserve"):
+        cache.reserve(max_new_tokens - 1)  # the first token comes from the prefill
     active = list(range(B))
     steps = 0
     while True:
@@ -99,7 +105,10 @@ def positions_from_mask(attention_mask: Optional[torch.Tensor], B: int, T: int, 
 def cast_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
     """Store nn.Linear weights in ``dtype`` once. Under autocast this is the same math as casting them on
     every call (autocast rounds them to ``dtype`` anyway) without re-casting at each decode step. Conv
-    weights stay as they are: decode steps use them in elementwise math, which autocast leaves in fp32."""
+    weights stay as they are: decode steps use them in elementwise math, which autocast leaves in fp32.
+    Captured decode graphs (they read the old weights) are released first."""
+    if hasattr(model, "release_graphs"):
+        model.release_graphs()
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.to(dtype)

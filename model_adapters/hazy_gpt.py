@@ -12,13 +12,16 @@ checked against the tensor shapes; contradictions and variants we do not impleme
 :class:`CheckpointError` with the offending names. Values that config.json does not carry but REF's
 code fixes are collected in :data:`REF` below.
 
-Layers live in ``hazy_layers.py``; the interface (left padding, masks, cache) is ``base.py``'s.
+Layers live in ``hazy_layers.py``; the interface (left padding, masks, cache) is ``base.py``'s. Decode steps
+can be replayed as CUDA graphs on CUDA (``load_model(..., cuda_graphs=True)``, opt-in; ssm_common's machinery;
+see HazyGPT).
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,10 +36,11 @@ from jrt_eval.kernels.based import BasedState
 
 from .base import positions_from_mask
 from .hazy_layers import (
-    Attention, BaseConv, GatedMLP, LinearAttention, PrefixLinearAttention, RMSNorm, SeqContext, StepContext,
-    rope_inv_freq, select_based_state,
+    Attention, BaseConv, ConvState, GatedMLP, GrowKV, LinearAttention, PrefixLinearAttention, RingKV, RMSNorm,
+    SeqContext, StepContext, rope_inv_freq,
 )
 from .hub import CheckpointError, check_keys, checkpoint_dir, override_config, read_config, read_state_dict
+from .ssm_common import RecurrentLM, StateCache, _export, _StepGraph, autocast_state
 
 log = logging.getLogger("jrt_eval")
 
@@ -367,30 +371,137 @@ class Block(nn.Module):
         self.mlp = GatedMLP(spec.d, mlp_hidden, *spec.mlp_bias)
 
 
-class HazyCache:
-    """Per-layer decode states plus the next real-token position of each row (see base.py)."""
-
-    def __init__(self, layers: list, positions: torch.Tensor):
-        self.layers = layers
-        self.positions = positions  # [B] long
-
-    def select(self, rows: torch.Tensor) -> "HazyCache":
-        rows = rows.to(self.positions.device)
-        return HazyCache([select_based_state(s, rows) if isinstance(s, BasedState) else s.select(rows)
-                          for s in self.layers], self.positions.index_select(0, rows))
+def _state_tensors(state) -> dict:
+    """A mixer's decode state (hazy_layers) as named tensors, batch first."""
+    if isinstance(state, ConvState):
+        return {"window": state.window}
+    if isinstance(state, BasedState):
+        return {"S": state.S, "z": state.z}
+    if isinstance(state, (RingKV, GrowKV)):
+        return {"k": state.k, "v": state.v, "valid": state.valid}
+    raise TypeError(f"unknown decode state {type(state).__name__}")
 
 
-class HazyGPT(nn.Module):
-    """GPTLMHeadModel of REF (pre-norm blocks, RMSNorm, swapped SwiGLU MLP, tied head) with our mixers."""
+def _state_view(kind: str, t: dict):
+    """The mixer state object over the tensors of ``_state_tensors`` (no copy: steps update them in place)."""
+    if kind == "conv":
+        return ConvState(t["window"])
+    if kind in ("la", "pla"):
+        return BasedState(t["S"], t["z"])
+    if kind == "swa":
+        return RingKV(t["k"], t["v"], t["valid"])
+    return GrowKV(t["k"], t["v"], t["valid"], None)  # mha: column from the StepContext
+
+
+def _with_columns(t: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+    """A zero template (no memory) shaped like ``t`` with ``n`` entries along ``dim``."""
+    return t.new_zeros(()).expand(t.shape[:dim] + (n,) + t.shape[dim + 1:])
+
+
+class HazyCache(StateCache):
+    """Decode state after a prefix (base.py's cache; ``select`` is in place and returns the cache).
+
+    ``layers[i]`` holds block i's state tensors by name — BaseConv ``window``; Based / JRT-RNN linear attention
+    ``S``, ``z``; sliding-window attention ``k``, ``v``, ``valid`` (a ring of window + 1 slots); full attention
+    ``k``, ``v``, ``valid`` over ``capacity`` columns — and the last entry ``{"positions", "column"}``: each row's
+    next real-token position and the full-attention column its next token goes to (the same in every row: the
+    prompt width plus the steps taken). While bound to a decode graph (ssm_common) these are the graph's
+    full-batch static buffers and ``rows`` lists the live rows.
+
+    Host-side counters, so that decode never reads the device: ``filled`` (KV columns written), ``target``
+    (columns wanted: ``reserve``), ``max_position`` (an upper bound of the live rows' next position, exact
+    unless rows left since it was computed; only tracked for learned position embeddings).
+    """
+
+    def __init__(self, layers: list, positions: torch.Tensor, filled: int, kv_layers: tuple = (),
+                 max_position: Optional[int] = None):
+        column = torch.full_like(positions, filled)
+        super().__init__(list(layers) + [{"positions": positions, "column": column}])
+        self.kv_layers = tuple(kv_layers)  # indices of the full-attention layers
+        self.filled = int(filled)
+        self.target = self.filled
+        self.max_position = max_position
+        self._max_position_exact = True
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """The live rows' next positions [B]."""
+        positions = self.layers[-1]["positions"]
+        return positions if self.rows is None else positions.index_select(0, self.rows)
+
+    @property
+    def capacity(self) -> Optional[int]:
+        """Columns of the full-attention KV buffers (None: no full-attention layer)."""
+        return self.layers[self.kv_layers[0]]["k"].shape[2] if self.kv_layers else None
+
+    def reserve(self, steps: int) -> "HazyCache":
+        """Up to ``steps`` more decode steps will follow (base.py): full-attention buffers get room for them at the
+        next step, once, instead of growing (and, under CUDA graphs, re-capturing) on the way."""
+        self.target = max(self.target, self.filled + int(steps))
+        return self
+
+    def select(self, rows) -> "HazyCache":
+        super().select(rows)
+        self._max_position_exact = False
+        return self
+
+    def grow(self, capacity: int) -> None:
+        """Full-attention buffers with ``capacity`` columns (new ones unfilled). Unbound caches only."""
+        assert self._runner is None and capacity > self.filled
+        with torch.inference_mode():
+            for i in self.kv_layers:
+                t = self.layers[i]
+                extra = capacity - t["k"].shape[2]
+                if extra > 0:
+                    t["k"], t["v"] = F.pad(t["k"], (0, 0, 0, extra)), F.pad(t["v"], (0, 0, 0, extra))
+                    t["valid"] = F.pad(t["valid"], (0, extra), value=False)
+                elif extra < 0:  # only unfilled columns go (capacity > filled)
+                    t["k"], t["v"] = t["k"][:, :, :capacity], t["v"][:, :, :capacity]
+                    t["valid"] = t["valid"][:, :capacity]
+
+    def check_position(self, n_positions: int) -> None:
+        """Learned position embeddings: the next step's positions must be < n_positions (host-side check)."""
+        if n_positions <= 0 or self.max_position is None or self.max_position < n_positions:
+            return
+        if not self._max_position_exact:  # rows left the batch: the bound may be stale; one read of the device
+            with torch.inference_mode():
+                self.max_position = int(self.positions.max())
+            self._max_position_exact = True
+        if self.max_position >= n_positions:
+            raise ValueError(f"position {self.max_position} exceeds the checkpoint's {n_positions} learned positions")
+
+    def advance(self) -> None:
+        self.filled += 1
+        if self.max_position is not None:
+            self.max_position += 1
+
+
+class HazyGPT(RecurrentLM):
+    """GPTLMHeadModel of REF (pre-norm blocks, RMSNorm, swapped SwiGLU MLP, tied head) with our mixers.
+
+    Decode (``step``) runs ``_step_core``, which is CUDA-graph safe: no host synchronisation, states and
+    positions updated in place, full attention written at a device-side column into buffers with room reserved
+    on the host side. ``cuda_graphs`` (ssm_common.RecurrentLM): True = replay the step as a CUDA graph on CUDA
+    (opt-in for now, see load_model), "static" = the same static-buffer bookkeeping without capture (any device;
+    tests), False = eager (default).
+    Graphs are keyed by batch size, full-attention capacity (a multiple of ``KV_BUCKET``), state dtypes, autocast
+    state and kernel choice; Based / JRT-RNN states do not depend on the prompt, so their graphs serve every batch.
+    """
+
+    MAX_GRAPHS = 4
+    MAX_KV_GRAPHS = 2  # graphs holding full-attention KV buffers (batch x capacity x layers: gigabytes at 360M)
+    KV_BUCKET = 128
 
     def __init__(self, spec: HazySpec, mlp_hidden: list, conv_kernel: dict, config: Optional[dict] = None,
                  reference_quirks: bool = False):
         super().__init__()
+        self.cuda_graphs = False  # opt-in until checked on a GPU (load_model)
         self.spec, self.family = spec, spec.family
         self.config = dict(config or {})
         self.vocab_rows = spec.vocab_rows
         self.max_length = REF.max_length
         self.reference_quirks = bool(reference_quirks)
+        self.kinds = tuple(spec.kinds())
         layers = [LayerSpec(l.kind, dict(l.args, kernel=conv_kernel.get(i, l.args.get("kernel"))) if l.kind == "conv"
                             else l.args) for i, l in enumerate(spec.layers)]
         self.transformer = nn.Module()
@@ -409,13 +520,17 @@ class HazyGPT(nn.Module):
     def head_weight(self) -> torch.Tensor:
         return self.transformer.embeddings.word_embeddings.weight if self.spec.tie_embeddings else self.lm_head.weight
 
-    def _embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _embed(self, ids: torch.Tensor, positions: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """``check=False`` (decode): the caller checked the live rows' positions on the host; positions are clamped
+        so that rows that left a graph's batch (still stepped there, results unused) never index past the table."""
         emb = self.transformer.embeddings
         x = emb.word_embeddings(ids)
         if self.spec.n_positions > 0:
-            if int(positions.max()) >= self.spec.n_positions:
+            if check and int(positions.max()) >= self.spec.n_positions:
                 raise ValueError(f"position {int(positions.max())} exceeds the checkpoint's "
                                  f"{self.spec.n_positions} learned positions")
+            if not check:
+                positions = positions.clamp(max=self.spec.n_positions - 1)
             x = x + emb.position_embeddings(positions)
         if self.spec.embed_multiplier != 1.0:
             x = x * self.spec.embed_multiplier
@@ -461,19 +576,108 @@ class HazyGPT(nn.Module):
         r, _, _ = self._run(input_ids, attention_mask, False, encoder_lengths)
         return self._logits(r)
 
+    # prefill / step run under inference mode (cache tensors are updated in place; select works in inference
+    # mode); logits handed to a caller outside inference mode are cloned into ordinary tensors.
     def prefill(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 encoder_lengths: Optional[torch.Tensor] = None):
-        r, states, next_pos = self._run(input_ids, attention_mask, True, encoder_lengths)
-        return self._logits(r[:, -1]), HazyCache(states, next_pos)
+        with torch.inference_mode():
+            r, states, next_pos = self._run(input_ids, attention_mask, True, encoder_lengths)
+            logits = self._logits(r[:, -1])
+            max_position = int(next_pos.max()) if self.spec.n_positions > 0 else None  # prefill syncs anyway
+            cache = HazyCache([_state_tensors(st) for st in states], next_pos.long(), input_ids.shape[1],
+                              tuple(i for i, kind in enumerate(self.kinds) if kind == "mha"), max_position)
+        return _export(logits), cache
 
     def step(self, input_ids: torch.Tensor, cache: HazyCache) -> torch.Tensor:
-        ctx = StepContext(cache.positions)
-        r = self._embed(input_ids.to(self.head_weight.device), cache.positions)
-        for block, state in zip(self.transformer.layers, cache.layers):
-            r = r + block.mixer.step(block.norm1(r), state, ctx).to(r.dtype)
+        with torch.inference_mode():
+            logits = self._step(input_ids.reshape(-1).to(self.head_weight.device), cache)
+        return _export(logits)
+
+    # ------------------------------------------------------------------ decode
+    def _step_core(self, ids: torch.Tensor, layers: list, kv_len: Optional[int] = None) -> torch.Tensor:
+        """One token per row over ``layers`` (HazyCache.layers), updated in place; no host synchronisation.
+        ``kv_len`` (eager only): filled full-attention columns after this step's write."""
+        extra = layers[-1]
+        positions, column = extra["positions"], extra["column"]
+        ctx = StepContext(positions, column=column, kv_len=kv_len)
+        r = self._embed(ids, positions, check=False)
+        for block, kind, state in zip(self.transformer.layers, self.kinds, layers):
+            r = r + block.mixer.step(block.norm1(r), _state_view(kind, state), ctx).to(r.dtype)
             r = r + block.mlp(block.norm2(r)).to(r.dtype)
-        cache.positions.add_(1)
+        positions.add_(1)
+        column.add_(1)
         return self._logits(r)
+
+    def _step(self, ids: torch.Tensor, cache: HazyCache) -> torch.Tensor:
+        cache.check_position(self.spec.n_positions)  # host side: nothing in the step reads the device
+        need = cache.filled + 1  # full-attention columns after this step
+        runner = cache._runner
+        logits = None
+        if self._graphable(ids):
+            auto = autocast_state(ids.device.type)
+            if runner is not None and (runner.autocast != auto or (cache.kv_layers and cache.capacity < need)):
+                cache._unbind()  # autocast changed, or the graph's KV buffers are full: another graph
+                runner = None
+            if runner is None:
+                runner = self._graph_for(cache, auto)  # None: the capture failed (RecurrentLM._new_graph)
+                if runner is not None:
+                    runner.bind(cache)
+            if runner is not None:
+                logits = runner.run(ids, cache)
+        if logits is None:
+            if cache._runner is not None:
+                cache._unbind()
+            if cache.kv_layers and cache.capacity < need:
+                cache.grow(self._kv_capacity(max(cache.target, need)))
+            logits = self._step_core(ids, cache.layers, need if cache.kv_layers else None)
+        cache.advance()
+        return logits
+
+    def _kv_capacity(self, columns: int) -> int:
+        return -(-columns // self.KV_BUCKET) * self.KV_BUCKET
+
+    def _graph_key(self, cache: HazyCache, auto: tuple, capacity: int) -> tuple:
+        batch = next(iter(cache.layers[0].values())).shape[0]
+        dtypes = tuple(v.dtype for layer in cache.layers for v in layer.values())
+        # JRT_EVAL_KERNELS picks fused or reference kernels at capture time (benchmarks switch it at run time)
+        return (batch, capacity, auto, dtypes, self.head_weight.device, os.environ.get("JRT_EVAL_KERNELS", "auto"))
+
+    def _graph_for(self, cache: HazyCache, auto: tuple) -> Optional[_StepGraph]:
+        """The graph for an unbound cache (least recently used ones evicted past ``MAX_GRAPHS`` / ``MAX_KV_GRAPHS``).
+
+        Full attention: room for the reserved steps rounded up to ``KV_BUCKET`` columns, or a cached graph with a
+        little more room (up to a quarter more, at least one bucket: attending over masked columns costs that
+        much, a new capture and its buffers cost more); the cache's unfilled columns past that are dropped, and
+        bind pads it to the graph's capacity."""
+        capacity = 0
+        if cache.kv_layers:
+            want = self._kv_capacity(max(cache.target, cache.filled + 1))
+            fits = [key[1] for key in self._graphs
+                    if want <= key[1] <= want + max(self.KV_BUCKET, want // 4)
+                    and key == self._graph_key(cache, auto, key[1])]
+            capacity = min(fits, default=want)
+            if cache.capacity > capacity:
+                cache.grow(capacity)  # drops unfilled columns only (capacity > filled); bind pads the others
+        key = self._graph_key(cache, auto, capacity)
+        graph = self._graphs.pop(key, None)
+        if graph is None:
+            while True:  # evict the least recently used graph (one with KV buffers when those are too many)
+                kv_keys = [k for k in self._graphs if k[1]]
+                if capacity and len(kv_keys) >= self.MAX_KV_GRAPHS:
+                    victim = kv_keys[0]
+                elif len(self._graphs) >= self.MAX_GRAPHS:
+                    victim = next(iter(self._graphs))
+                else:
+                    break
+                self._graphs.pop(victim).release()
+            static = list(cache.layers)  # templates of the static buffers (_StepGraph allocates them zeroed)
+            for i in cache.kv_layers:  # full attention: ``capacity`` columns (bind copies the filled ones)
+                static[i] = {k: _with_columns(v, 1 if k == "valid" else 2, capacity) for k, v in static[i].items()}
+            graph = self._new_graph(static, key[0], key[4], auto)
+            if graph is None:
+                return None
+        self._graphs[key] = graph  # most recently used last
+        return graph
 
 
 # ===================================================================================== loading
@@ -543,8 +747,14 @@ def build_model(spec: HazySpec, sd: Optional[dict] = None, config: Optional[dict
 
 
 def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.float32,
-               reference_quirks: bool = False) -> HazyGPT:
-    """Load a hazyresearch Based / JRT-RNN / attention checkpoint (hub id or local folder), strictly."""
+               reference_quirks: bool = False, cuda_graphs=False) -> HazyGPT:
+    """Load a hazyresearch Based / JRT-RNN / attention checkpoint (hub id or local folder), strictly.
+
+    ``cuda_graphs``: True (decode steps replayed as CUDA graphs on CUDA), "static" (the same bookkeeping without
+    capture, any device) or False (eager decode; the default until the graphed step has been checked against
+    the eager one on a GPU by benchmarks/gpu_check_hazy.py -- the SSM families' graphs, same machinery, were)."""
+    if cuda_graphs not in (True, False, "static"):
+        raise ValueError(f"cuda_graphs must be true, false or 'static', got {cuda_graphs!r}")
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.replace("torch.", ""))
     folder = checkpoint_dir(pretrained)
@@ -568,6 +778,7 @@ def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.floa
     if bad_dtype:
         raise CheckpointError(f"{folder}: non-float weights {bad_dtype[:8]}")
     model.load_state_dict(sd, strict=True, assign=True)
+    model.cuda_graphs = cuda_graphs
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -83,10 +83,18 @@ class SeqContext:
 
 
 class StepContext:
-    """Shared per-step data: ``positions [B]`` = real-token index of the new token."""
+    """Shared per-step data: ``positions [B]`` = real-token index of the new token.
 
-    def __init__(self, positions: torch.Tensor):
+    Model-level decode (HazyGPT) also passes ``column [B]``, the full-attention KV column the new token is written
+    to (a device tensor, so that the step can be replayed as a CUDA graph; the KV buffers have room for it), and
+    ``kv_len``, the number of filled columns after the write when the host knows it (eager decode attends over
+    those only) or None (attend over the whole buffer, unfilled columns masked: the CUDA-graph step).
+    Without ``column`` a full-attention layer keeps its own python-int count (``GrowKV.n``) and grows its buffers."""
+
+    def __init__(self, positions: torch.Tensor, column: Optional[torch.Tensor] = None, kv_len: Optional[int] = None):
         self.positions = positions
+        self.column = column
+        self.kv_len = kv_len
         self._cache: dict = {}
 
     def rope(self, rotary_dim: int, base: float):
@@ -280,11 +288,12 @@ class RingKV:
 
 @dataclass
 class GrowKV:
-    """Full-attention KV cache: columns [0, n) hold the (left-padded) prompt then the generated tokens."""
+    """Full-attention KV cache: columns [0, n) hold the (left-padded) prompt then the generated tokens; unfilled
+    columns are not ``valid``. ``n`` None: the step context gives the column (model-level decode, see StepContext)."""
     k: torch.Tensor  # [B, H, capacity, dh]
     v: torch.Tensor
     valid: torch.Tensor  # [B, capacity] bool
-    n: int
+    n: Optional[int]
 
     def select(self, rows):
         return GrowKV(self.k.index_select(0, rows), self.v.index_select(0, rows), self.valid.index_select(0, rows), self.n)
@@ -351,19 +360,22 @@ class Attention(nn.Module):
         B = h.shape[0]
         q, k, v = self._qkv(h, ctx)  # [B, H, dh]
         if self.window is None:
-            state.reserve(1)
-            state.k[:, :, state.n] = k
-            state.v[:, :, state.n] = v
-            state.valid[:, state.n] = True
-            state.n += 1
-            keys, values, valid = state.k[:, :, :state.n], state.v[:, :, :state.n], state.valid[:, :state.n]
-        else:
-            slot = ctx.positions % (self.window + 1)
-            index = slot.view(B, 1, 1, 1).expand(B, self.H, 1, self.dh)
-            state.k.scatter_(2, index, k.unsqueeze(2).to(state.k.dtype))
-            state.v.scatter_(2, index, v.unsqueeze(2).to(state.v.dtype))
-            state.valid.scatter_(1, slot[:, None], True)
-            keys, values, valid = state.k, state.v, state.valid
+            if ctx.column is None:  # layer-level decode: a python-int column, buffers grown as needed
+                state.reserve(1)
+                slot = torch.full((B,), state.n, dtype=torch.long, device=h.device)
+                state.n += 1
+                kv_len = state.n
+            else:  # model-level decode: the column is a device tensor (CUDA-graph safe), room reserved by HazyGPT
+                slot, kv_len = ctx.column, ctx.kv_len
+        else:  # ring of window + 1 slots, slot = position mod (window + 1)
+            slot, kv_len = ctx.positions % (self.window + 1), None
+        index = slot.view(B, 1, 1, 1).expand(B, self.H, 1, self.dh)
+        state.k.scatter_(2, index, k.unsqueeze(2).to(state.k.dtype))
+        state.v.scatter_(2, index, v.unsqueeze(2).to(state.v.dtype))
+        state.valid.scatter_(1, slot[:, None], True)
+        keys, values, valid = state.k, state.v, state.valid
+        if kv_len is not None:  # the host knows how many columns are filled: attend over those only
+            keys, values, valid = keys[:, :, :kv_len], values[:, :, :kv_len], valid[:, :kv_len]
         o = F.scaled_dot_product_attention(q.unsqueeze(2), keys.to(q.dtype), values.to(q.dtype),
                                            attn_mask=valid[:, None, None, :], scale=self.scale)
         return self.out_proj(o.reshape(B, self.H * self.dh))

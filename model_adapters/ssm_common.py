@@ -7,6 +7,13 @@ copied into the graph's static state tensors at its first step; from then on ``s
 the set of live rows (finished rows keep running in the graph, harmlessly: every op is row-independent),
 so a shrinking batch never forces a re-capture. A second cache stepping through the same graph takes the
 static tensors over and the first one gets its own copy back, so interleaved caches stay correct.
+
+Autocast: a replayed graph runs the kernels it recorded, whatever autocast region it is replayed in, so the
+autocast state (on/off, dtype) at capture is part of every graph's key and of the bound graph's check. The
+step is captured with autocast's weight cache off: that cache (fp32 parameter -> bf16 copy) lives until the
+outermost autocast region exits, so a cast cached before the capture would be read by the graph from memory
+that is freed (and reused) after the region ends; with the cache off the casts are recorded in the graph and
+redone at every replay (the same values).
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import math
 import re
 import weakref
 from collections import OrderedDict
+from contextlib import nullcontext
 from typing import Callable, Optional
 
 import torch
@@ -179,13 +187,44 @@ class StateCache:
         self.rows, self._runner = None, None
 
 
+def autocast_state(device_type: str) -> tuple:
+    """(enabled, dtype) of autocast for ``device_type`` now: part of every decode graph's key."""
+    if torch.is_autocast_enabled(device_type):
+        return True, torch.get_autocast_dtype(device_type)
+    return False, None
+
+
+def _copy_into(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst.copy_(src)``; a ``src`` smaller along some dims (a KV cache of fewer columns than the static buffer)
+    fills the leading corner and the rest of ``dst`` is zeroed (False for masks)."""
+    if dst.shape == src.shape:
+        dst.copy_(src)
+        return
+    if src.dim() != dst.dim() or any(s > d for s, d in zip(src.shape, dst.shape)):
+        raise ValueError(f"state {tuple(src.shape)} does not fit the static buffer {tuple(dst.shape)}")
+    diff = [i for i, (s, d) in enumerate(zip(src.shape, dst.shape)) if s != d]
+    if len(diff) == 1:
+        i, n = diff[0], src.shape[diff[0]]
+        dst.narrow(i, 0, n).copy_(src)
+        dst.narrow(i, n, dst.shape[i] - n).zero_()
+    else:
+        dst.zero_()
+        dst[tuple(slice(0, n) for n in src.shape)].copy_(src)
+
+
 class _StepGraph:
     """One decode step over static full-batch buffers: captured as a CUDA graph (``capture=True``), or run eagerly
-    on the same buffers (``capture=False``, any device: the bookkeeping without the graph, for tests/debugging)."""
+    on the same buffers (``capture=False``, any device: the bookkeeping without the graph, for tests/debugging).
 
-    def __init__(self, step_fn: Callable, template: list, batch: int, device: torch.device, capture: bool = True):
+    ``autocast``: the (enabled, dtype) state the step runs under (default: the current one); the step is always
+    called under it with autocast's weight cache off (see the module docstring)."""
+
+    def __init__(self, step_fn: Callable, template: list, batch: int, device: torch.device, capture: bool = True,
+                 autocast: Optional[tuple] = None):
         self.batch = batch
         self.step_fn = step_fn
+        self.device_type = torch.device(device).type
+        self.autocast = tuple(autocast) if autocast is not None else autocast_state(self.device_type)
         self.ids = torch.zeros(batch, dtype=torch.long, device=device)
         self.layers = [{k: torch.zeros_like(v) for k, v in layer.items()} for layer in template]
         self.graph = None
@@ -197,11 +236,17 @@ class _StepGraph:
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(2):  # compiles Triton kernels, creates cuBLAS handles, fills autotune caches
-                step_fn(self.ids, self.layers)
+                self._call()
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.logits = step_fn(self.ids, self.layers)
+            self.logits = self._call()
+
+    def _call(self) -> torch.Tensor:
+        enabled, dtype = self.autocast
+        ctx = (torch.autocast(self.device_type, dtype=dtype, cache_enabled=False) if enabled else nullcontext())
+        with ctx:
+            return self.step_fn(self.ids, self.layers)
 
     def bind(self, cache: StateCache) -> None:
         if cache._runner is self:
@@ -211,7 +256,7 @@ class _StepGraph:
             prev._unbind()
         for dst, src in zip(self.layers, cache.layers):
             for k, v in dst.items():
-                v.copy_(src[k])
+                _copy_into(v, src[k])
         cache.layers = self.layers
         cache.rows = torch.arange(self.batch, device=self.ids.device)
         cache._runner = self
@@ -222,7 +267,7 @@ class _StepGraph:
         if self.graph is not None:
             self.graph.replay()
         else:
-            self.logits = self.step_fn(self.ids, self.layers)
+            self.logits = self._call()
         return self.logits.index_select(0, cache.rows)
 
     def release(self) -> None:
@@ -281,9 +326,12 @@ class RecurrentLM(nn.Module):
 
     def _step(self, input_ids: torch.Tensor, cache: StateCache) -> torch.Tensor:
         if self._graphable(input_ids):
+            if cache._runner is not None and cache._runner.autocast != autocast_state(input_ids.device.type):
+                cache._unbind()  # stepped before under another autocast state: that graph's kernels do not apply
             graph = cache._runner if cache._runner is not None else self._graph_for(cache)
-            graph.bind(cache)
-            return graph.run(input_ids, cache)
+            if graph is not None:  # None: the capture failed, decode eagerly (_new_graph)
+                graph.bind(cache)
+                return graph.run(input_ids, cache)
         if cache._runner is not None:
             cache._unbind()
         return self._step_core(input_ids, cache.layers).float()
@@ -296,16 +344,33 @@ class RecurrentLM(nn.Module):
             return True
         return bool(self.cuda_graphs) and input_ids.is_cuda and not torch.cuda.is_current_stream_capturing()
 
-    def _graph_for(self, cache: StateCache) -> _StepGraph:
+    def _graph_for(self, cache: StateCache) -> Optional[_StepGraph]:
         batch = next(iter(cache.layers[0].values())).shape[0]
-        key = (batch, next(self.parameters()).dtype, next(self.parameters()).device)
+        device = next(self.parameters()).device
+        key = (batch, next(self.parameters()).dtype, device, autocast_state(device.type))
         graph = self._graphs.get(key)
         if graph is None:
             while len(self._graphs) >= self.MAX_GRAPHS:
                 self._graphs.pop(next(iter(self._graphs))).release()
-            graph = _StepGraph(self._step_core, cache.layers, batch, key[2], capture=self.cuda_graphs != "static")
-            self._graphs[key] = graph
+            graph = self._new_graph(cache.layers, batch, device, key[3])
+            if graph is not None:
+                self._graphs[key] = graph
         return graph
+
+    def _new_graph(self, template: list, batch: int, device, autocast: tuple) -> Optional[_StepGraph]:
+        """A captured step, or None when the capture fails: then this model decodes eagerly from now on (same
+        results, slower) instead of losing the evaluation. The caches' own tensors are untouched by a failed
+        capture (warm-up and capture run on the graph's static buffers; bind copies the state in afterwards)."""
+        capture = self.cuda_graphs != "static"
+        try:
+            return _StepGraph(self._step_core, template, batch, device, capture=capture, autocast=autocast)
+        except Exception as exc:
+            if not capture:
+                raise
+            log.warning("CUDA-graph capture of the %s decode step failed (%s: %s); decoding eagerly instead "
+                        "(cuda_graphs=false)", self.family, type(exc).__name__, str(exc)[:300])
+            self.cuda_graphs = False
+            return None
 
     def release_graphs(self) -> None:
         for graph in self._graphs.values():
@@ -316,6 +381,9 @@ class RecurrentLM(nn.Module):
         if getattr(self, "_graphs", None):
             self.release_graphs()
         return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):  # copy.deepcopy / pickle: graphs are not copyable and point to this model's tensors
+        return dict(super().__getstate__(), _graphs={})
 
 
 # ============================================================================ tiny checkpoints

@@ -49,8 +49,10 @@ def taylor_features(x: torch.Tensor, compact: bool = True) -> torch.Tensor:
     i, j = torch.triu_indices(f, f, device=x.device)
     prod = x[..., i] * x[..., j]
     # diagonal: x_i² / (√2 √f); off-diagonal pairs stand for two symmetric terms: x_i x_j / √f
+    # masked_fill_, not scale[i == j] = ...: a boolean index reads the device (nonzero), which a CUDA-graph
+    # capture of the decode step forbids
     scale = torch.full((len(i),), 1.0 / rd, dtype=x.dtype, device=x.device)
-    scale[i == j] = 1.0 / (math.sqrt(2) * rd)
+    scale.masked_fill_(i == j, 1.0 / (math.sqrt(2) * rd))
     return torch.cat([ones, first, prod * scale], dim=-1)
 
 
