@@ -1,0 +1,231 @@
+"""Compile our Triton kernels for a GPU target on a machine without a GPU (ahead of time).
+
+Triton can compile for a named target (``GPUTarget("cuda", 90, 64)`` = H100/H200) with the ptxas it
+ships, no driver needed. ``capture_launches()`` runs our host functions on CPU tensors and records
+each kernel launch (arguments, constexprs, num_warps / num_stages) instead of running it; then
+``compile_launch`` builds the kernel exactly as that launch would, for the target, and reads its
+resource usage (registers, spill stack, shared memory) and instruction mix from the cubin.
+
+Uses: CI proves on CPU that every kernel still compiles for Hopper (the interpreter tests check the
+math, not the compiled code path), and ``benchmarks/compile_stats.py`` ranks tile configs by
+registers and spills before device time is spent. Integer arguments are compiled without Triton's
+value specialisation (== 1, divisible by 16), so the code can differ slightly from a real launch.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float64: "*fp64",
+        torch.uint8: "*u8", torch.int8: "*i8", torch.int32: "*i32", torch.int64: "*i64", torch.bool: "*i1"}
+SASS_OPS = ("HGMMA", "HMMA", "LDS", "STS", "LDSM", "STSM", "BAR", "LDL", "STL", "F2FP", "SHFL")
+
+
+@dataclass
+class Launch:
+    kernel: object  # triton JITFunction
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.kernel.fn.__name__
+
+
+@contextmanager
+def capture_launches():
+    """Within the block, ``kernel[grid](...)`` records a :class:`Launch` and returns None (nothing runs)."""
+    from triton.runtime.jit import JITFunction
+
+    calls: list = []
+    orig = JITFunction.run
+
+    def record(self, *args, grid=None, warmup=False, **kwargs):
+        calls.append(Launch(self, args, kwargs))
+        return None
+
+    JITFunction.run = record
+    try:
+        yield calls
+    finally:
+        JITFunction.run = orig
+
+
+def _arg_type(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return _PTR[value.dtype]
+    if isinstance(value, bool):
+        return "i1"
+    if isinstance(value, int):
+        return "i32" if -2 ** 31 <= value < 2 ** 31 else "i64"
+    if isinstance(value, float):
+        return "fp32"
+    raise TypeError(f"cannot type kernel argument {value!r}")
+
+
+def source_of(launch: Launch):
+    """(ASTSource, compile options) of a recorded launch."""
+    from triton.compiler import ASTSource
+
+    jit = launch.kernel
+    params = inspect.signature(jit.fn).parameters
+    names = list(params)
+    options = {k: v for k, v in launch.kwargs.items() if k not in params}
+    bound = dict(zip(names, launch.args))
+    bound.update({k: v for k, v in launch.kwargs.items() if k in params})
+    for name, p in params.items():  # defaults of unpassed constexprs
+        if name not in bound and p.default is not inspect.Parameter.empty:
+            bound[name] = p.default
+    constexpr_names = {p.name for p in jit.params if p.is_constexpr}
+    signature, constexprs = {}, {}
+    for name in names:
+        value = bound[name]
+        if name in constexpr_names or value is None:
+            signature[name] = "constexpr"
+            constexprs[name] = value
+        else:
+            signature[name] = _arg_type(value)
+    return ASTSource(fn=jit, signature=signature, constexprs=constexprs), options
+
+
+def _tool(name: str) -> str:
+    import triton.backends.nvidia as nv
+
+    return os.path.join(os.path.dirname(nv.__file__), "bin", name)
+
+
+def compile_launch(launch: Launch, arch: int = 90, sass: bool = True) -> dict:
+    """Compile a recorded launch for ``sm_<arch>``; returns registers, spill stack (bytes), shared memory and,
+    with ``sass``, counts of a few SASS instructions (tensor-core, shared-memory, local-memory spill ops)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    src, options = source_of(launch)
+    kernel = triton.compile(src, target=GPUTarget("cuda", arch, 64), options=options)
+    out: dict = {"kernel": launch.name, "num_warps": options.get("num_warps", 4),
+                 "num_stages": options.get("num_stages", 3), "dynamic_smem": kernel.metadata.shared}
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "k.cubin"
+        cubin.write_bytes(kernel.asm["cubin"])
+        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", str(cubin)], capture_output=True, text=True,
+                               check=True).stdout
+        for key in ("REG", "STACK", "SHARED", "LOCAL"):
+            m = re.search(rf"\b{key}:(\d+)", usage)
+            out[key.lower()] = int(m.group(1)) if m else None
+        if sass:
+            text = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], capture_output=True, text=True,
+                                  check=True).stdout
+            counts: dict = {}
+            for line in text.splitlines():
+                m = re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
+                if m:
+                    counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+            out["sass_instructions"] = sum(counts.values())
+            out.update({op.lower(): counts.get(op, 0) for op in SASS_OPS})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ cases
+def _cases() -> dict:
+    """name -> fn(dtype) running one host launcher on CPU tensors at the published models' widths (the
+    constexpr tile shapes follow the widths, so these compile the kernels the models run)."""
+
+    def rn(*shape, dtype=torch.float32):
+        return torch.randn(*shape).to(dtype)
+
+    def based_prefill(dtype, n_seg=1, masked=False):
+        from .based import triton_prefill
+
+        B, T, H = 2, 256, 2
+        mask = None
+        if masked:
+            mask = torch.ones(B, T, dtype=torch.bool)
+            mask[0, :9] = False
+        triton_prefill.based_prefill_triton(rn(B, T, H, 16, dtype=dtype), rn(B, T, H, 16, dtype=dtype),
+                                            rn(B, T, H, 64, dtype=dtype), key_mask=mask, output_final_state=True,
+                                            n_seg=n_seg)
+
+    def pla_prefill(dtype):
+        from .based import triton_pla
+
+        B, T, H = 2, 256, 2
+        enc = torch.zeros(B, T, dtype=torch.bool)
+        enc[:, :100] = True
+        q, k, ke = (rn(B, T, H, 16, dtype=dtype) for _ in range(3))
+        v, ve = (rn(B, T, H, 64, dtype=dtype) for _ in range(2))
+        triton_pla.pla_prefill_triton(q, k, v, ke, ve, enc, output_final_state=True)
+
+    def based_step(dtype):
+        from .based import triton_decode
+        from .based.reference import BasedState
+
+        B, H = 4, 16
+        state = BasedState(torch.zeros(B, H, 153, 64), torch.zeros(B, H, 153))
+        triton_decode.based_step_triton(rn(B, H, 16, dtype=dtype), rn(B, H, 16, dtype=dtype),
+                                        rn(B, H, 64, dtype=dtype), state)
+
+    def mamba_scan(dtype):  # Mamba-130M: d_inner 1536, d_state 16
+        from .mamba import selective_scan
+
+        b, T, d, n = 2, 64, 1536, 16
+        selective_scan.selective_scan_triton(rn(b, T, d, dtype=dtype), rn(b, T, d, dtype=dtype), -torch.rand(d, n),
+                                             rn(b, T, n, dtype=dtype), rn(b, T, n, dtype=dtype), D=rn(d),
+                                             z=rn(b, T, d, dtype=dtype), dt_bias=rn(d),
+                                             mask=torch.ones(b, T, dtype=torch.long))
+
+    def mamba_step(dtype):
+        from .mamba import selective_scan
+
+        b, d, n = 4, 1536, 16
+        selective_scan.selective_state_update_triton(torch.zeros(b, d, n), rn(b, d, dtype=dtype),
+                                                     rn(b, d, dtype=dtype), -torch.rand(d, n), rn(b, n, dtype=dtype),
+                                                     rn(b, n, dtype=dtype), D=rn(d), z=rn(b, d, dtype=dtype),
+                                                     dt_bias=rn(d))
+
+    def gla_step(dtype):  # GLA-1.3B heads: K 256, V 512
+        from .mamba import gla_triton
+
+        b, h, K, V = 2, 4, 256, 512
+        gla_triton.gla_step_triton(torch.zeros(b, h, K, V), rn(b, h, K, dtype=dtype), rn(b, h, K, dtype=dtype),
+                                   rn(b, h, V, dtype=dtype), -torch.rand(b, h, K), K ** -0.5)
+
+    def ssd_prefill(dtype):  # Mamba-2-130M: 24 heads of 64, d_state 128, one group
+        from .mamba import ssd_triton
+
+        b, T, h, p, n = 2, 128, 24, 64, 128
+        ssd_triton.ssd_prefill_triton(rn(b, T, h, p, dtype=dtype), rn(b, T, h, dtype=dtype), -torch.rand(h),
+                                      rn(b, T, 1, n, dtype=dtype), rn(b, T, 1, n, dtype=dtype), D=rn(h),
+                                      dt_bias=rn(h), mask=torch.ones(b, T, dtype=torch.long))
+
+    def ssd_step(dtype):
+        from .mamba import ssd_triton
+
+        b, h, p, n = 4, 24, 64, 128
+        ssd_triton.ssd_step_triton(torch.zeros(b, h, p, n), rn(b, h, p, dtype=dtype), rn(b, h, dtype=dtype),
+                                   -torch.rand(h), rn(b, 1, n, dtype=dtype), rn(b, 1, n, dtype=dtype), D=rn(h),
+                                   dt_bias=rn(h))
+
+    return {
+        "based_prefill": based_prefill,
+        "based_prefill_segmented_masked": lambda dt: based_prefill(dt, n_seg=2, masked=True),
+        "pla_prefill": pla_prefill, "based_step": based_step, "mamba_scan": mamba_scan, "mamba_step": mamba_step,
+        "gla_step": gla_step, "ssd_prefill": ssd_prefill, "ssd_step": ssd_step,
+    }
+
+
+CASES = _cases()
+
+
+def launches_of(case: str, dtype: torch.dtype = torch.bfloat16) -> list:
+    """The kernel launches one case makes (nothing runs)."""
+    with capture_launches() as calls:
+        CASES[case](dtype)
+    return calls
