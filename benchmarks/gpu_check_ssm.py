@@ -591,6 +591,42 @@ def check_anchor_gla(dev, smoke, lengths=(1900,)):
         del ours
 
 
+@section("profile")
+def check_profile(dev, smoke, families=("mamba2", "mamba")):
+    """Where a batch's time goes (the Mamba-2 path is ~3x slower than its FLOPs and bytes suggest): prefill alone
+    vs the whole generate, and the top CUDA kernels and CPU ops of one generate, per family, default kernels and
+    the opt-in Triton ones (mamba2). Tables go to the JSON under ``profile.*``."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    B, L, NEW = (4, 40, 6) if smoke else (32, 1900, 48)
+    dt = torch.float32 if dev.type != "cuda" else torch.bfloat16
+    for family in families:
+        cfg = MAMBA_130M if family == "mamba" else MAMBA2_130M
+        if smoke:
+            cfg = dict(cfg, d_model=64, n_layer=2, **({"ssm_cfg": {"layer": "Mamba2", "headdim": 16, "d_state": 16,
+                                                                   "chunk_size": 16}} if family == "mamba2" else {}))
+        for kern in (("auto", "triton") if family == "mamba2" and dev.type == "cuda" else ("auto",)):
+            if not need(40, f"profile.{family}.{kern}"):
+                continue
+            model = _mamba_model(family, cfg, dev, dt, kernels=kern)
+            ids = torch.randint(0, 50277, (B, L), generator=torch.Generator().manual_seed(9)).to(dev)
+            t_pre, _ = timed(lambda: model.prefill(ids), reps=2, warmup=1)
+            t_gen, _ = bench_ours(model, ids, None, NEW, reps=1)
+            record(f"profile.{family}.{kern}.prefill_s", round(t_pre, 4), f"of generate {t_gen:.3f} s "
+                   f"({NEW} tokens): decode ~{(t_gen - t_pre) / NEW * 1e3:.2f} ms/step")
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+            with torch_profile(activities=acts) as prof:
+                greedy_generate(model, ids, None, NEW)
+                sync()
+            key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+            table = prof.key_averages().table(sort_by=key, row_limit=16, max_name_column_width=70)
+            RESULTS.setdefault("profile_tables", {})[f"{family}.{kern}"] = table
+            log(table)
+            del model
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -627,6 +663,7 @@ def main():
         ("parity_gla", lambda: check_parity_gla(dev, args.smoke)),
         ("fla_kernels", lambda: check_fla_kernels(dev, args.smoke)),
         ("anchor_gla", lambda: check_anchor_gla(dev, args.smoke) if anchors else None),
+        ("profile", lambda: check_profile(dev, args.smoke)),
     ]
     for name, fn in plan:
         if name in skip or (only and name not in only):

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU measurements still owed (benchmarks/README.md, "Pending on a GPU"), as three device calls of
+# under 10 minutes each. Run from the repo root on the GPU machine, with the wheels of fla-core 0.6.0,
+# flash-linear-attention 0.6.0 and transformers 5.23.0 carried in .whl_ssm/ (see gpu_check_ssm.py):
+#
+#   bash benchmarks/gpu_pending.sh 1   # Based tile tune + Mamba-2 Triton SSD (parity, speed, profile)
+#   bash benchmarks/gpu_pending.sh 2   # hazy families: CUDA-graph decode vs eager, parity
+#   bash benchmarks/gpu_pending.sh 3   # GLA-1.3B: ours vs fla's own generate (fla autotunes ~3-4 min first)
+#
+# Everything is written under $OUT (or ./gpu_pending_out), logs included.
+set -uo pipefail
+part=${1:?part 1, 2 or 3}
+out=${OUT:-gpu_pending_out}
+mkdir -p "$out"
+if ls .whl_ssm/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_ssm/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$out/gpu.txt"
+case $part in
+1)
+    python3 benchmarks/prefill.py --tune --N 32768 --B 16 --best-out "$out/best_based_config.json" 2>&1 | tee "$out/tune.txt"
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only kernels,parity_mamba,speed_mamba2,profile \
+        --deadline 300 2>&1 | tail -80
+    ;;
+2)
+    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --deadline 500 2>&1 | tail -60
+    ;;
+3)
+    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only speed_gla,anchor_gla --deadline 560 2>&1 | tail -40
+    ;;
+*)
+    echo "part must be 1, 2 or 3" >&2
+    exit 2
+    ;;
+esac
