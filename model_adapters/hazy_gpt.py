@@ -12,9 +12,9 @@ checked against the tensor shapes; contradictions and variants we do not impleme
 :class:`CheckpointError` with the offending names. Values that config.json does not carry but REF's
 code fixes are collected in :data:`REF` below.
 
-Layers live in ``hazy_layers.py``; the interface (left padding, masks, cache) is ``base.py``'s. Decode steps
-can be replayed as CUDA graphs on CUDA (``load_model(..., cuda_graphs=True)``, opt-in; ssm_common's machinery;
-see HazyGPT).
+Layers live in ``hazy_layers.py``, the decode state in ``hazy_cache.py``; the interface (left padding, masks,
+cache) is ``base.py``'s. Decode steps can be replayed as CUDA graphs on CUDA (``load_model(...,
+cuda_graphs=True)``, opt-in; ssm_common's machinery; see HazyGPT).
 """
 from __future__ import annotations
 
@@ -32,15 +32,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jrt_eval.kernels.based import BasedState
-
 from .base import positions_from_mask
+from .hazy_cache import HazyCache, _state_tensors, _state_view, _with_columns
 from .hazy_layers import (
-    Attention, BaseConv, ConvState, GatedMLP, GrowKV, LinearAttention, PrefixLinearAttention, RingKV, RMSNorm,
-    SeqContext, StepContext, rope_inv_freq,
+    Attention, BaseConv, GatedMLP, LinearAttention, PrefixLinearAttention, RMSNorm, SeqContext, StepContext,
+    rope_inv_freq,
 )
 from .hub import CheckpointError, check_keys, checkpoint_dir, override_config, read_config, read_state_dict
-from .ssm_common import RecurrentLM, StateCache, _export, _StepGraph, autocast_state
+from .ssm_common import RecurrentLM, _export, _StepGraph, autocast_state
 
 log = logging.getLogger("jrt_eval")
 
@@ -369,111 +368,6 @@ class Block(nn.Module):
             self.mixer = Attention(**a)
         self.norm2 = RMSNorm(spec.d, spec.norm_eps)
         self.mlp = GatedMLP(spec.d, mlp_hidden, *spec.mlp_bias)
-
-
-def _state_tensors(state) -> dict:
-    """A mixer's decode state (hazy_layers) as named tensors, batch first."""
-    if isinstance(state, ConvState):
-        return {"window": state.window}
-    if isinstance(state, BasedState):
-        return {"S": state.S, "z": state.z}
-    if isinstance(state, (RingKV, GrowKV)):
-        return {"k": state.k, "v": state.v, "valid": state.valid}
-    raise TypeError(f"unknown decode state {type(state).__name__}")
-
-
-def _state_view(kind: str, t: dict):
-    """The mixer state object over the tensors of ``_state_tensors`` (no copy: steps update them in place)."""
-    if kind == "conv":
-        return ConvState(t["window"])
-    if kind in ("la", "pla"):
-        return BasedState(t["S"], t["z"])
-    if kind == "swa":
-        return RingKV(t["k"], t["v"], t["valid"])
-    return GrowKV(t["k"], t["v"], t["valid"], None)  # mha: column from the StepContext
-
-
-def _with_columns(t: torch.Tensor, dim: int, n: int) -> torch.Tensor:
-    """A zero template (no memory) shaped like ``t`` with ``n`` entries along ``dim``."""
-    return t.new_zeros(()).expand(t.shape[:dim] + (n,) + t.shape[dim + 1:])
-
-
-class HazyCache(StateCache):
-    """Decode state after a prefix (base.py's cache; ``select`` is in place and returns the cache).
-
-    ``layers[i]`` holds block i's state tensors by name — BaseConv ``window``; Based / JRT-RNN linear attention
-    ``S``, ``z``; sliding-window attention ``k``, ``v``, ``valid`` (a ring of window + 1 slots); full attention
-    ``k``, ``v``, ``valid`` over ``capacity`` columns — and the last entry ``{"positions", "column"}``: each row's
-    next real-token position and the full-attention column its next token goes to (the same in every row: the
-    prompt width plus the steps taken). While bound to a decode graph (ssm_common) these are the graph's
-    full-batch static buffers and ``rows`` lists the live rows.
-
-    Host-side counters, so that decode never reads the device: ``filled`` (KV columns written), ``target``
-    (columns wanted: ``reserve``), ``max_position`` (an upper bound of the live rows' next position, exact
-    unless rows left since it was computed; only tracked for learned position embeddings).
-    """
-
-    def __init__(self, layers: list, positions: torch.Tensor, filled: int, kv_layers: tuple = (),
-                 max_position: Optional[int] = None):
-        column = torch.full_like(positions, filled)
-        super().__init__(list(layers) + [{"positions": positions, "column": column}])
-        self.kv_layers = tuple(kv_layers)  # indices of the full-attention layers
-        self.filled = int(filled)
-        self.target = self.filled
-        self.max_position = max_position
-        self._max_position_exact = True
-
-    @property
-    def positions(self) -> torch.Tensor:
-        """The live rows' next positions [B]."""
-        positions = self.layers[-1]["positions"]
-        return positions if self.rows is None else positions.index_select(0, self.rows)
-
-    @property
-    def capacity(self) -> Optional[int]:
-        """Columns of the full-attention KV buffers (None: no full-attention layer)."""
-        return self.layers[self.kv_layers[0]]["k"].shape[2] if self.kv_layers else None
-
-    def reserve(self, steps: int) -> "HazyCache":
-        """Up to ``steps`` more decode steps will follow (base.py): full-attention buffers get room for them at the
-        next step, once, instead of growing (and, under CUDA graphs, re-capturing) on the way."""
-        self.target = max(self.target, self.filled + int(steps))
-        return self
-
-    def select(self, rows) -> "HazyCache":
-        super().select(rows)
-        self._max_position_exact = False
-        return self
-
-    def grow(self, capacity: int) -> None:
-        """Full-attention buffers with ``capacity`` columns (new ones unfilled). Unbound caches only."""
-        assert self._runner is None and capacity > self.filled
-        with torch.inference_mode():
-            for i in self.kv_layers:
-                t = self.layers[i]
-                extra = capacity - t["k"].shape[2]
-                if extra > 0:
-                    t["k"], t["v"] = F.pad(t["k"], (0, 0, 0, extra)), F.pad(t["v"], (0, 0, 0, extra))
-                    t["valid"] = F.pad(t["valid"], (0, extra), value=False)
-                elif extra < 0:  # only unfilled columns go (capacity > filled)
-                    t["k"], t["v"] = t["k"][:, :, :capacity], t["v"][:, :, :capacity]
-                    t["valid"] = t["valid"][:, :capacity]
-
-    def check_position(self, n_positions: int) -> None:
-        """Learned position embeddings: the next step's positions must be < n_positions (host-side check)."""
-        if n_positions <= 0 or self.max_position is None or self.max_position < n_positions:
-            return
-        if not self._max_position_exact:  # rows left the batch: the bound may be stale; one read of the device
-            with torch.inference_mode():
-                self.max_position = int(self.positions.max())
-            self._max_position_exact = True
-        if self.max_position >= n_positions:
-            raise ValueError(f"position {self.max_position} exceeds the checkpoint's {n_positions} learned positions")
-
-    def advance(self) -> None:
-        self.filled += 1
-        if self.max_position is not None:
-            self.max_position += 1
 
 
 class HazyGPT(RecurrentLM):
