@@ -4,12 +4,7 @@ PyTorch paths run always (float64, odd lengths, lengths not multiple of any chun
 Triton kernels run on CPU under ``TRITON_INTERPRET=1`` in a subprocess (skipped when triton is not installed);
 on GPU they are checked by benchmarks/gpu_check_ssm.py.
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +14,8 @@ from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, gla_step, selective
 from jrt_eval.kernels.mamba import reference as R
 from jrt_eval.kernels.mamba import scan as S
 
-ROOT = Path(__file__).resolve().parents[1]
+from interpreted import run_interpreted  # tests/interpreted.py
+
 
 
 def gen(seed):
@@ -255,15 +251,7 @@ _INTERPRETED = textwrap.dedent('''
 
 def test_triton_kernels_under_interpreter(tmp_path):
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    script = tmp_path / "interp.py"
-    script.write_text(_INTERPRETED)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=240, cwd=ROOT)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not line:
-        raise AssertionError(f"interpreted run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    errs = json.loads(line[-1][len("RESULT "):])
+    errs = run_interpreted(_INTERPRETED, tmp_path, "interp.py")
     assert set(errs) >= {"scan", "scan_state", "step", "gla_step", "mamba_model_forward", "mamba_model_decode",
                          "gla_model_decode"}
     bad = {k: v for k, v in errs.items() if not v < 2e-6}

@@ -7,12 +7,7 @@ Shapes are small (head dim 8 or 24, d_state 16 or 12, chunks of 16 tokens) so th
 stop mid-chunk, stay under one chunk, and the head / state widths need padding to the kernel's blocks.
 """
 import inspect
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +17,8 @@ from jrt_eval.kernels.mamba import scan as S
 from jrt_eval.kernels.mamba import ssd_prefill, ssd_step
 from jrt_eval.model_adapters import mamba2
 
-ROOT = Path(__file__).resolve().parents[1]
+from interpreted import run_interpreted  # tests/interpreted.py
+
 INF = float("inf")
 
 
@@ -251,15 +247,7 @@ _INTERPRETED = textwrap.dedent('''
 
 def test_ssd_triton_kernels_under_interpreter(tmp_path):
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    script = tmp_path / "interp_ssd.py"
-    script.write_text(_INTERPRETED)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=240, cwd=ROOT)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not line:
-        raise AssertionError(f"interpreted run failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
-    errs = json.loads(line[-1][len("RESULT "):])
+    errs = run_interpreted(_INTERPRETED, tmp_path, "interp_ssd.py")
     expected = {"prefill.T1", "prefill.T5_lt_chunk_g2", "prefill.T37_g2", "prefill.T70_default_cfg",
                 "prefill.T29_p24_n12_g2.padded_vs_alone", "prefill.plain", "prefill.no_softplus",
                 "prefill.bf16_inputs", "step.g2_limit", "step.p24_n12.vs_torch_step", "model.g1.forward",
