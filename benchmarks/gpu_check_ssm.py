@@ -601,15 +601,17 @@ def check_profile(dev, smoke, families=("mamba2", "mamba")):
     B, L, NEW = (4, 40, 6) if smoke else (32, 1900, 48)
     dt = torch.float32 if dev.type != "cuda" else torch.bfloat16
     for family in families:
-        cfg = MAMBA_130M if family == "mamba" else MAMBA2_130M
+        cfg = {"mamba": MAMBA_130M, "mamba2": MAMBA2_130M, "gla": GLA_13B}[family]
         if smoke:
-            cfg = dict(cfg, d_model=64, n_layer=2, **({"ssm_cfg": {"layer": "Mamba2", "headdim": 16, "d_state": 16,
-                                                                   "chunk_size": 16}} if family == "mamba2" else {}))
+            cfg = (gla.tiny_config(vocab_size=32000) if family == "gla" else
+                   dict(cfg, d_model=64, n_layer=2, **({"ssm_cfg": {"layer": "Mamba2", "headdim": 16, "d_state": 16,
+                                                                    "chunk_size": 16}} if family == "mamba2" else {})))
         for kern in (("auto", "triton") if family == "mamba2" and dev.type == "cuda" else ("auto",)):
             if not need(40, f"profile.{family}.{kern}"):
                 continue
-            model = _mamba_model(family, cfg, dev, dt, kernels=kern)
-            ids = torch.randint(0, 50277, (B, L), generator=torch.Generator().manual_seed(9)).to(dev)
+            model = (_gla_model(cfg, dev, dt) if family == "gla" else _mamba_model(family, cfg, dev, dt, kernels=kern))
+            vocab = 32000 if family == "gla" else 50277
+            ids = torch.randint(0, vocab, (B, L), generator=torch.Generator().manual_seed(9)).to(dev)
             t_pre, _ = timed(lambda: model.prefill(ids), reps=2, warmup=1)
             t_gen, _ = bench_ours(model, ids, None, NEW, reps=1)
             record(f"profile.{family}.{kern}.prefill_s", round(t_pre, 4), f"of generate {t_gen:.3f} s "
@@ -634,6 +636,7 @@ def main():
     ap.add_argument("--only", default="", help="comma list of sections to run (default: all)")
     ap.add_argument("--skip", default="", help="comma list of sections to skip; 'anchors' skips the anchors")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--profile", default="mamba2,mamba", help="families of the profile section (mamba, mamba2, gla)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds; later steps are skipped (JSON still written)")
     args = ap.parse_args()
     OUT_DIR[0] = Path(args.out)
@@ -663,7 +666,7 @@ def main():
         ("parity_gla", lambda: check_parity_gla(dev, args.smoke)),
         ("fla_kernels", lambda: check_fla_kernels(dev, args.smoke)),
         ("anchor_gla", lambda: check_anchor_gla(dev, args.smoke) if anchors else None),
-        ("profile", lambda: check_profile(dev, args.smoke)),
+        ("profile", lambda: check_profile(dev, args.smoke, tuple(args.profile.split(",")))),
     ]
     for name, fn in plan:
         if name in skip or (only and name not in only):

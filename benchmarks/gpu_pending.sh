@@ -30,7 +30,8 @@ case $part in
     python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --deadline 500 2>&1 | tail -60
     ;;
 3)
-    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only speed_gla,anchor_gla --deadline 560 2>&1 | tail -40
+    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only speed_gla,anchor_gla,profile --profile gla \
+        --deadline 560 2>&1 | tail -60
     ;;
 *)
     echo "part must be 1, 2 or 3" >&2
