@@ -436,6 +436,16 @@ def agreement(a, b):
     return sum(x == y for x, y in zip(a, b)) / max(len(a), 1)
 
 
+def divergence(a, b) -> str:
+    """Where rows that differ first differ (one flipped near-tie changes the rest of a greedy row): a note for
+    the agreement figures, which count a row as different from its first differing token on."""
+    firsts = [next(i for i, (x, y) in enumerate(zip(p, q)) if x != y) for p, q in zip(a, b)
+              if p != q and any(x != y for x, y in zip(p, q))]
+    if not firsts:
+        return "no row differs"
+    return f"{len(firsts)} rows differ, first differing token at {sorted(firsts)}"
+
+
 def bench_ours(model, ids, mask, new_tokens, reps):
     out = {}
 
@@ -481,6 +491,11 @@ def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dt
             m32 = build(torch.float32)
             t32, ref_tokens = bench_ours(m32, ids, mask, NEW, reps=1)
             record(f"speed.{family}.L{L}.ours_fp32_s_per_batch", round(t32, 3))
+            with torch.inference_mode():  # how close to ties these random weights are: bf16 noise flips near-ties
+                top2 = m32.prefill(ids, mask)[0].float().topk(2, dim=-1).values
+            gap = (top2[:, 0] - top2[:, 1]).sort().values
+            record(f"speed.{family}.L{L}.fp32_top1_top2_logit_gap", f"median {gap.median().item():.3f}",
+                   f"min {gap[0].item():.4f}; first token after the prompt, fp32 run")
             del m32
             torch.cuda.empty_cache()
         for dt in dtypes:
@@ -493,7 +508,7 @@ def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dt
             record(f"speed.{family}.L{L}.ours_{name}_s_per_batch", round(t, 3), f"{B / t:.1f} prompts/s")
             if ref_tokens is not None:
                 record(f"speed.{family}.L{L}.ours_{name}_greedy_agree_fp32", agreement(toks, ref_tokens),
-                       f"share of rows with identical {NEW} tokens")
+                       f"share of rows with identical {NEW} tokens; {divergence(toks, ref_tokens)}")
             if family == "mamba2" and dev.type == "cuda" and need(30, f"speed.{family}.L{L}.{name}.triton"):
                 # the opt-in Triton SSD prefill + decode step (kernels="triton"), same weights and prompts
                 mt = _mamba_model(family, cfg, dev, dt, kernels="triton")
@@ -612,7 +627,7 @@ def check_profile(dev, smoke, families=("mamba2", "mamba")):
             model = (_gla_model(cfg, dev, dt) if family == "gla" else _mamba_model(family, cfg, dev, dt, kernels=kern))
             vocab = 32000 if family == "gla" else 50277
             ids = torch.randint(0, vocab, (B, L), generator=torch.Generator().manual_seed(9)).to(dev)
-            t_pre, _ = timed(lambda: model.prefill(ids), reps=2, warmup=1)
+            t_pre, _ = timed(lambda m=model: m.prefill(ids), reps=2, warmup=1)
             t_gen, _ = bench_ours(model, ids, None, NEW, reps=1)
             record(f"profile.{family}.{kern}.prefill_s", round(t_pre, 4), f"of generate {t_gen:.3f} s "
                    f"({NEW} tokens): decode ~{(t_gen - t_pre) / NEW * 1e3:.2f} ms/step")
