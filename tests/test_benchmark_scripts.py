@@ -1,0 +1,34 @@
+"""The GPU check scripts still run end to end (``--smoke``: CPU, toy widths), so a device lease is not spent
+finding out that one of them broke. ~20 s."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, out: Path, *args: str) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_gpu_check_ssm_smoke(tmp_path):
+    _run("gpu_check_ssm.py", tmp_path, "--profile", "mamba2,mamba,gla")
+    results = json.loads((tmp_path / "gpu_check_ssm.json").read_text())
+    errors = {k: v for k, v in results.items() if "ERROR" in str(v)}
+    assert not errors, errors
+    for key in ("kernel.ssd_step", "parity.mamba2.padded_vs_alone.greedy_identical",
+                "speed.mamba2.L40.ours_float32_s_per_batch", "profile.gla.auto.prefill_s"):
+        assert key in results, key
+
+
+def test_gpu_check_hazy_smoke(tmp_path):
+    pytest.importorskip("triton")
+    _run("gpu_check_hazy.py", tmp_path)
+    results = json.loads((tmp_path / "gpu_check_hazy.json").read_text())["results"]
+    assert "error" not in results, results.get("error")
+    assert any("graphed vs eager" in k for k in results["parity"])
