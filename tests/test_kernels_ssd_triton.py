@@ -6,6 +6,7 @@ every dot then runs in fp32, see ssd_triton._dot_config); on GPU they are checke
 Shapes are small (head dim 8 or 24, d_state 16 or 12, chunks of 16 tokens) so that lengths cross chunk borders,
 stop mid-chunk, stay under one chunk, and the head / state widths need padding to the kernel's blocks.
 """
+import importlib.util
 import inspect
 import textwrap
 
@@ -97,6 +98,10 @@ def test_backend_option_is_plumbed():
         with pytest.raises(ValueError, match="unknown kernels"):
             mamba2.Mamba2LM(spec, kernels="cuda")
     x = torch.zeros(1, 2, 1, 4)
+    if importlib.util.find_spec("triton") is not None:  # Triton kernels asked for on CPU tensors: a clear error
+        with pytest.raises(ValueError, match="needs CUDA tensors"):
+            ssd_step(torch.zeros(1, 1, 4, 4), x[:, 0], torch.zeros(1, 1), -torch.ones(1), torch.zeros(1, 1, 4),
+                     torch.zeros(1, 1, 4), backend="triton")
     with pytest.raises(ValueError, match="unknown kernel backend"):
         ssd_prefill(x, torch.zeros(1, 2, 1), -torch.ones(1), torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4),
                     backend="cuda")

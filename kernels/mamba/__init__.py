@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import torch
 
@@ -56,6 +57,9 @@ def _use_triton(t: torch.Tensor, backend: str) -> bool:
     if backend == "triton":
         if not _triton_importable():
             raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
+        if not t.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":  # the interpreter runs CPU tensors
+            raise ValueError(f"kernels/backend 'triton' needs CUDA tensors, got a {t.device.type} tensor; "
+                             "use 'auto' or 'torch' on this device")
         return True
     if backend != "auto":
         raise ValueError(f"unknown kernel backend {backend!r}; use auto, triton or torch")
