@@ -3,7 +3,7 @@
 # under 10 minutes each. Run from the repo root on the GPU machine, with the wheels of fla-core 0.6.0,
 # flash-linear-attention 0.6.0 and transformers 5.23.0 carried in .whl_ssm/ (see gpu_check_ssm.py):
 #
-#   bash benchmarks/gpu_pending.sh 1   # Based tile tune + Mamba-2 Triton SSD (parity, speed, profile)
+#   bash benchmarks/gpu_pending.sh 1   # Based tile tunes (prefill, state pass) + Mamba-2 Triton SSD
 #   bash benchmarks/gpu_pending.sh 2   # hazy families: CUDA-graph decode vs eager, parity
 #   bash benchmarks/gpu_pending.sh 3   # GLA-1.3B: ours vs fla's own generate (fla autotunes ~3-4 min first)
 #
@@ -23,6 +23,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$out/gpu.txt"
 case $part in
 1)
     python3 benchmarks/prefill.py --tune --N 32768 --B 16 --best-out "$out/best_based_config.json" 2>&1 | tee "$out/tune.txt"
+    python3 benchmarks/prefill.py --tune-state --N 32768 --B 16 2>&1 | tee "$out/tune_state.txt"
     python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only kernels,parity_mamba,speed_mamba2,profile \
         --deadline 300 2>&1 | tail -80
     ;;

@@ -3,6 +3,7 @@
     python benchmarks/prefill.py                       # the sweep: N 2048..32768, batch 1..64
     python benchmarks/prefill.py --N 32768 --B 16      # the paper's headline shape
     python benchmarks/prefill.py --tune --N 32768 --B 16   # tile configs of our Based kernel
+    python benchmarks/prefill.py --tune-state --N 32768 --B 16   # ... of its state-only pass (JRT-RNN encoder)
 
 One run compares, per (N, B): our fused Based kernel at 2N (JRT-Prompt reads the prompt twice) and
 at N, our PLA kernel at N (encoder over the first M = N tokens, or --enc-frac), PyTorch SDPA with the
@@ -322,6 +323,39 @@ def run_tune(N, B, dtype, rep_ms, configs=None):
     return res
 
 
+def run_tune_state(N, B, dtype, rep_ms, configs=None):
+    """The state-only pass (JRT-RNN's encoder over M = N tokens, ``state_from_keys_triton``) over tile configs:
+    it has no intra-chunk quadratic block, so it may prefer longer chunks than the full prefill."""
+    from jrt_eval.kernels.based import reference as R
+    from jrt_eval.kernels.based import triton_modules
+
+    tp = triton_modules()[0]
+    k = torch.randn(B, N, H, F, device="cuda", dtype=dtype)
+    v = torch.randn(B, N, H, DV, device="cuda", dtype=dtype)
+    want = R.state_from_keys(k[:1, :, :2].float(), v[:1, :, :2].float())
+    configs = configs or [
+        dict(BT=bt, num_warps=w, num_stages=st, BLOCK_DV=64, kt=True, sel16=True)
+        for bt, w, st in [(64, 4, 2), (128, 4, 2), (128, 8, 2), (256, 8, 2), (64, 8, 2), (128, 8, 3)]
+    ]
+    res = []
+    for cfg in configs:
+        try:
+            fn = lambda: tp.state_from_keys_triton(k, v, None, config=cfg)  # noqa: E731
+            st = fn()
+            err = max(rel_err(st.S[:1, :2], want.S), rel_err(st.z[:1, :2], want.z))
+            ms = bench(fn, rep_ms)
+        except Exception as e:
+            print(f"  state {cfg}: failed {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        res.append((cfg, ms, err))
+        print(f"  state {cfg}: {ms:.3f} ms err={err:.1e}", flush=True)
+    res.sort(key=lambda r: r[1])
+    if res:
+        print(f"best state-pass config: {json.dumps(res[0][0])} {res[0][1]:.3f} ms "
+              f"(use it with JRT_EVAL_BASED_STATE_CONFIG)")
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--N", type=int, nargs="+", default=[2048, 4096, 8192, 16384, 32768])
@@ -335,6 +369,8 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_prefill.csv"))
     ap.add_argument("--tune", action="store_true")
     ap.add_argument("--best-out", default=None, help="--tune: write the fastest config (JSON) here")
+    ap.add_argument("--tune-state", action="store_true",
+                    help="tile configs of the state-only pass (JRT-RNN encoder over M = N tokens)")
     args = ap.parse_args(argv)
     assert torch.cuda.is_available(), "the prefill benchmark needs a CUDA GPU"
     dtype = getattr(torch, args.dtype)
@@ -347,6 +383,12 @@ def main(argv=None):
         print(f" | fla {getattr(fla, '__version__', '?')}")
     except Exception:
         print(" | fla missing")
+    if args.tune_state:
+        for N in args.N:
+            for B in args.B:
+                print(f"== tune state-only pass N={N} B={B}")
+                run_tune_state(N, B, dtype, args.rep_ms)
+        return
     if args.tune:
         best = None
         for N in args.N:

@@ -144,10 +144,23 @@ def test_state_pass_with_sparse_mask():
     m[0, 3:20] = True
     m[1, 70:75] = True
     m = m.to(DEVICE)
-    for n_seg, kt in ((1, False), (3, True)):
-        st = triton_prefill.state_from_keys_triton(k, v, m, n_seg=n_seg, config={"BT": 32, "kt": kt})
+    for n_seg, kt, bt in ((1, False, 32), (3, True, 32), (1, True, 128)):  # 128: longer than T's last chunk
+        st = triton_prefill.state_from_keys_triton(k, v, m, n_seg=n_seg, config={"BT": bt, "kt": kt})
         want = R.state_from_keys(ref64(k), ref64(v), m.cpu())
         assert rel(st.S, want.S) < 2e-5 and rel(st.z, want.z) < 2e-5
+
+
+@here
+def test_state_pass_config_from_environment(monkeypatch):
+    """JRT_EVAL_BASED_STATE_CONFIG sets the state-only pass's tiles (tuning runs); the result does not change."""
+    B, T, H, dv = 1, 100, 2, 32
+    _, k, v = make(B, T, H, dv, torch.float32, seed=12)
+    want = R.state_from_keys(ref64(k), ref64(v))
+    monkeypatch.setenv("JRT_EVAL_BASED_STATE_CONFIG", '{"BT": 128, "num_warps": 8}')
+    assert triton_prefill.state_pass_config(dv, torch.float32)["BT"] == 128
+    assert triton_prefill.state_pass_config(dv, torch.float32, {"BT": 32})["BT"] == 32  # explicit wins
+    st = triton_prefill.state_from_keys_triton(k, v)
+    assert rel(st.S, want.S) < 2e-5 and rel(st.z, want.z) < 2e-5
 
 
 @here

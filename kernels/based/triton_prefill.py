@@ -511,15 +511,27 @@ def based_prefill_triton(
     return out, final
 
 
+def state_pass_config(dv: int, dtype: torch.dtype, config: Optional[dict] = None) -> dict:
+    """Tile config of the state-only pass: ``config``, else ``JRT_EVAL_BASED_STATE_CONFIG`` (JSON) over the
+    prefill's default."""
+    if config is None and os.environ.get("JRT_EVAL_BASED_STATE_CONFIG"):
+        config = json.loads(os.environ["JRT_EVAL_BASED_STATE_CONFIG"])
+    return _config(dv, dtype, config)
+
+
 def state_from_keys_triton(
     k: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor] = None,
     n_seg: Optional[int] = None, config: Optional[dict] = None, skip_empty: bool = True,
 ) -> BasedState:
-    """Non-causal Σφ(k)vᵀ, Σφ(k) over the (unmasked) positions (PLA encoder state), reference layout."""
+    """Non-causal Σφ(k)vᵀ, Σφ(k) over the (unmasked) positions (PLA encoder state), reference layout.
+
+    Its tile config may differ from the prefill's: this pass has no intra-chunk quadratic block, so longer
+    chunks cost it nothing extra. ``config`` None: the prefill default, or ``JRT_EVAL_BASED_STATE_CONFIG``
+    (JSON, for tuning runs: ``benchmarks/prefill.py --tune-state``)."""
     B, T, H, f = k.shape
     dv = v.shape[-1]
     k, v = _contig_last(k), _contig_last(v)
-    cfg = _config(dv, v.dtype, config)
+    cfg = state_pass_config(dv, v.dtype, config)
     scale = 1.0 / math.sqrt(f)
     mask_u8 = _mask_u8(key_mask)
     n_v = triton.cdiv(dv, cfg["BLOCK_DV"])
