@@ -59,6 +59,26 @@ _LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _program_tile(H, P, N, REP, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What a program of either kernel owns: grid (row·head, block of head channels) -> row ``bi``, head ``hi``
+    (and as int64), its group ``gi``, the channel / state offsets with their masks, and the offsets of its
+    ``[BLOCK_P, BLOCK_N]`` slice of a contiguous ``[b, h, p, n]`` state."""
+    pid_bh = tl.program_id(0)
+    pid_p = tl.program_id(1)
+    bi = (pid_bh // H).to(tl.int64)
+    hi = pid_bh % H
+    gi = (hi // REP).to(tl.int64)
+    hi64 = hi.to(tl.int64)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    mp = offs_p < P
+    mn = offs_n < N
+    mpn = mp[:, None] & mn[None, :]
+    state_off = (bi * H + hi64) * P * N + offs_p[:, None] * N + offs_n[None, :]
+    return bi, hi, hi64, gi, offs_p, offs_n, mp, mn, mpn, state_off
+
+
+@triton.jit
 def _ssd_prefill_kernel(
     x_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, dtb_ptr, mask_ptr, h0_ptr, y_ptr, ht_ptr,
     T, H, P, N, REP, dt_min, dt_max,
@@ -68,25 +88,14 @@ def _ssd_prefill_kernel(
     BT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     IN_DOT: tl.constexpr, IN_PREC: tl.constexpr, MIX_DOT: tl.constexpr, MIX_PREC: tl.constexpr,
 ):
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
-    bi = (pid_bh // H).to(tl.int64)
-    hi = pid_bh % H
-    gi = (hi // REP).to(tl.int64)
-    hi64 = hi.to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
+    bi, hi, hi64, gi, offs_p, offs_n, mp, mn, mpn, state_off = _program_tile(H, P, N, REP, BLOCK_P, BLOCK_N)
     ii = tl.arange(0, BT)
-    mp = offs_p < P
-    mn = offs_n < N
-    mpn = mp[:, None] & mn[None, :]
 
     a2 = tl.load(a_ptr + hi).to(tl.float32) * 1.4426950408889634  # log2 domain: exp(Δa) = exp2(Δ a log2 e)
     if HAS_D:
         dv = tl.load(d_ptr + hi).to(tl.float32)
     if HAS_DTB:
         dtb = tl.load(dtb_ptr + hi).to(tl.float32)
-    state_off = (bi * H + hi64) * P * N + offs_p[:, None] * N + offs_n[None, :]
     if HAS_H0:
         S = tl.load(h0_ptr + state_off, mask=mpn, other=0.0).to(tl.float32)
     else:
@@ -155,18 +164,7 @@ def _ssd_step_kernel(
     HAS_D: tl.constexpr, HAS_DTB: tl.constexpr, DT_SOFTPLUS: tl.constexpr, HAS_LIMIT: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
-    bi = (pid_bh // H).to(tl.int64)
-    hi = pid_bh % H
-    gi = (hi // REP).to(tl.int64)
-    hi64 = hi.to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mp = offs_p < P
-    mn = offs_n < N
-    mpn = mp[:, None] & mn[None, :]
-    state_off = (bi * H + hi64) * P * N + offs_p[:, None] * N + offs_n[None, :]
+    bi, hi, hi64, gi, offs_p, offs_n, mp, mn, mpn, state_off = _program_tile(H, P, N, REP, BLOCK_P, BLOCK_N)
     S = tl.load(state_ptr + state_off, mask=mpn, other=0.0)
     dt = tl.load(dt_ptr + bi * s_dtb + hi64 * s_dth).to(tl.float32)
     if HAS_DTB:
