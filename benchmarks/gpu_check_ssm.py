@@ -67,6 +67,19 @@ GLA_13B = gla.tiny_config(hidden_size=2048, num_hidden_layers=24, num_heads=4, v
                           eos_token_id=2, attn_mode="fused_chunk")
 
 
+SMOKE_MAMBA2_SSM = {"layer": "Mamba2", "headdim": 16, "d_state": 16, "chunk_size": 16}
+
+
+def family_config(family: str, smoke: bool) -> tuple:
+    """(config, vocabulary size) of the runs: the published widths, or toy widths with ``--smoke``."""
+    if family == "gla":
+        return (gla.tiny_config(vocab_size=32000) if smoke else GLA_13B), 32000
+    cfg = MAMBA_130M if family == "mamba" else MAMBA2_130M
+    if smoke:
+        cfg = dict(cfg, d_model=64, n_layer=2, **({"ssm_cfg": SMOKE_MAMBA2_SSM} if family == "mamba2" else {}))
+    return cfg, 50277
+
+
 def log(*args):
     line = " ".join(str(a) for a in args)
     print(line, flush=True)
@@ -356,12 +369,10 @@ def padding_parity(model, vocab, dev, lengths=(257, 33, 2, 130), seed=3):
 
 @section("parity_mamba")
 def check_parity_mamba(dev, smoke):
-    small = {"d_model": 64, "n_layer": 2} if smoke else {}
-    for family, cfg in (("mamba", dict(MAMBA_130M, **small)), ("mamba2", dict(MAMBA2_130M, **small))):
+    for family in ("mamba", "mamba2"):
         if not need(40, f"parity.{family}"):
             continue
-        if smoke and family == "mamba2":
-            cfg["ssm_cfg"] = {"layer": "Mamba2", "headdim": 16, "d_state": 16, "chunk_size": 16}
+        cfg, _ = family_config(family, smoke)
         fast = _mamba_model(family, cfg, dev, torch.float32)
         seqs, ids, mask = left_padded_batch(3, (300, 257, 180) if not smoke else (40, 33, 20), 50277, dev, 1)
         keep = mask.bool()
@@ -575,21 +586,20 @@ def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
 
 @section("speed_mamba")
 def check_speed_mamba(dev, smoke, anchors, reps):
-    cfg = dict(MAMBA_130M, d_model=64, n_layer=2) if smoke else MAMBA_130M
-    speed_family("mamba", cfg, 50277, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
+    cfg, vocab = family_config("mamba", smoke)
+    speed_family("mamba", cfg, vocab, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
 
 
 @section("speed_mamba2")
 def check_speed_mamba2(dev, smoke, anchors, reps):
-    cfg = MAMBA2_130M if not smoke else dict(MAMBA2_130M, d_model=64, n_layer=2, ssm_cfg={
-        "layer": "Mamba2", "headdim": 16, "d_state": 16, "chunk_size": 16})
-    speed_family("mamba2", cfg, 50277, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
+    cfg, vocab = family_config("mamba2", smoke)
+    speed_family("mamba2", cfg, vocab, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
 
 
 @section("speed_gla")
 def check_speed_gla(dev, smoke, anchors, reps):
-    cfg = gla.tiny_config(vocab_size=32000) if smoke else GLA_13B
-    speed_family("gla", cfg, 32000, dev, smoke, anchors, reps, (950, 40), [torch.bfloat16])
+    cfg, vocab = family_config("gla", smoke)
+    speed_family("gla", cfg, vocab, dev, smoke, anchors, reps, (950, 40), [torch.bfloat16])
 
 
 @section("anchor_gla")
@@ -616,16 +626,11 @@ def check_profile(dev, smoke, families=("mamba2", "mamba")):
     B, L, NEW = (4, 40, 6) if smoke else (32, 1900, 48)
     dt = torch.float32 if dev.type != "cuda" else torch.bfloat16
     for family in families:
-        cfg = {"mamba": MAMBA_130M, "mamba2": MAMBA2_130M, "gla": GLA_13B}[family]
-        if smoke:
-            cfg = (gla.tiny_config(vocab_size=32000) if family == "gla" else
-                   dict(cfg, d_model=64, n_layer=2, **({"ssm_cfg": {"layer": "Mamba2", "headdim": 16, "d_state": 16,
-                                                                    "chunk_size": 16}} if family == "mamba2" else {})))
+        cfg, vocab = family_config(family, smoke)
         for kern in (("auto", "triton") if family == "mamba2" and dev.type == "cuda" else ("auto",)):
             if not need(40, f"profile.{family}.{kern}"):
                 continue
             model = (_gla_model(cfg, dev, dt) if family == "gla" else _mamba_model(family, cfg, dev, dt, kernels=kern))
-            vocab = 32000 if family == "gla" else 50277
             ids = torch.randint(0, vocab, (B, L), generator=torch.Generator().manual_seed(9)).to(dev)
             t_pre, _ = timed(lambda m=model: m.prefill(ids), reps=2, warmup=1)
             t_gen, _ = bench_ours(model, ids, None, NEW, reps=1)

@@ -26,11 +26,9 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
-    if args.family == "gla":
-        model, vocab = G._gla_model(G.GLA_13B, dev, torch.float32, kernels="torch"), 32000
-    else:
-        cfg = G.MAMBA_130M if args.family == "mamba" else G.MAMBA2_130M
-        model, vocab = G._mamba_model(args.family, cfg, dev, torch.float32), 50277
+    cfg, vocab = G.family_config(args.family, smoke=False)
+    model = (G._gla_model(cfg, dev, torch.float32, kernels="torch") if args.family == "gla"
+             else G._mamba_model(args.family, cfg, dev, torch.float32))
     ids = torch.randint(0, vocab, (args.batch, args.length), generator=torch.Generator().manual_seed(950)).to(dev)
     with torch.inference_mode():
         logits = model.prefill(ids)[0].float()
