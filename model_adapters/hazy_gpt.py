@@ -522,12 +522,14 @@ class HazyGPT(RecurrentLM):
             if cache._runner is not None:
                 cache._unbind()
             if cache.kv_layers and cache.capacity < need:
-                cache.grow(self._kv_capacity(max(cache.target, need)))
+                cache.grow(self._kv_capacity_for(cache))
             logits = self._step_core(ids, cache.layers, need if cache.kv_layers else None)
         cache.advance()
         return logits
 
-    def _kv_capacity(self, columns: int) -> int:
+    def _kv_capacity_for(self, cache: HazyCache) -> int:
+        """Full-attention columns to allocate: the next step's, or the reserved ones, rounded up to ``KV_BUCKET``."""
+        columns = max(cache.target, cache.filled + 1)
         return -(-columns // self.KV_BUCKET) * self.KV_BUCKET
 
     def _graph_key(self, cache: HazyCache, auto: tuple, capacity: int) -> tuple:
@@ -545,7 +547,7 @@ class HazyGPT(RecurrentLM):
         bind pads it to the graph's capacity."""
         capacity = 0
         if cache.kv_layers:
-            want = self._kv_capacity(max(cache.target, cache.filled + 1))
+            want = self._kv_capacity_for(cache)
             fits = [key[1] for key in self._graphs
                     if want <= key[1] <= want + max(self.KV_BUCKET, want // 4)
                     and key == self._graph_key(cache, auto, key[1])]
