@@ -59,6 +59,15 @@ _LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _discretise(dt, dt_min, dt_max, DT_SOFTPLUS: tl.constexpr, HAS_LIMIT: tl.constexpr):
+    """Δ from the raw time step (bias already added): softplus, then clamped to ``dt_limit`` (mamba_ssm's order)."""
+    delta = _softplus(dt) if DT_SOFTPLUS else dt
+    if HAS_LIMIT:
+        delta = tl.minimum(tl.maximum(delta, dt_min), dt_max)
+    return delta
+
+
+@triton.jit
 def _program_tile(H, P, N, REP, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
     """What a program of either kernel owns: grid (row·head, block of head channels) -> row ``bi``, head ``hi``
     (and as int64), its group ``gi``, the channel / state offsets with their masks, and the offsets of its
@@ -117,12 +126,7 @@ def _ssd_prefill_kernel(
         dt = tl.load(dt_base + t64 * s_dtt, mask=mt, other=0.0).to(tl.float32)
         if HAS_DTB:
             dt = dt + dtb
-        if DT_SOFTPLUS:
-            delta = _softplus(dt)
-        else:
-            delta = dt
-        if HAS_LIMIT:
-            delta = tl.minimum(tl.maximum(delta, dt_min), dt_max)
+        delta = _discretise(dt, dt_min, dt_max, DT_SOFTPLUS, HAS_LIMIT)
         keep = mt
         if HAS_MASK:
             keep = keep & (tl.load(m_base + t64 * s_mt, mask=mt, other=0) != 0)
@@ -169,12 +173,7 @@ def _ssd_step_kernel(
     dt = tl.load(dt_ptr + bi * s_dtb + hi64 * s_dth).to(tl.float32)
     if HAS_DTB:
         dt = dt + tl.load(dtb_ptr + hi).to(tl.float32)
-    if DT_SOFTPLUS:
-        delta = _softplus(dt)
-    else:
-        delta = dt
-    if HAS_LIMIT:
-        delta = tl.minimum(tl.maximum(delta, dt_min), dt_max)
+    delta = _discretise(dt, dt_min, dt_max, DT_SOFTPLUS, HAS_LIMIT)
     a2 = tl.load(a_ptr + hi).to(tl.float32) * 1.4426950408889634
     x = tl.load(x_ptr + bi * s_xb + hi64 * s_xh + offs_p, mask=mp, other=0.0).to(tl.float32)
     bt = tl.load(b_ptr + bi * s_bb + gi * s_bg + offs_n, mask=mn, other=0.0).to(tl.float32)
