@@ -6,10 +6,12 @@
 #   bash benchmarks/gpu_pending.sh 1   # Based tile tunes (prefill, state pass) + Mamba-2 Triton SSD
 #   bash benchmarks/gpu_pending.sh 2   # hazy families: CUDA-graph decode vs eager, parity
 #   bash benchmarks/gpu_pending.sh 3   # GLA-1.3B: ours vs fla's own generate (fla autotunes ~3-4 min first)
+#   bash benchmarks/gpu_pending.sh 4   # fused conv / norm kernels, prefill at N=32768, Mamba + Mamba-2 adapters
+#   bash benchmarks/gpu_pending.sh 5   # GLA-1.3B again (fused norms), parity, fla anchor warmed at the timed shape
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1, 2 or 3}
+part=${1:?part 1 to 5}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -34,8 +36,19 @@ case $part in
     python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only speed_gla,anchor_gla,profile --profile gla \
         --deadline 560 2>&1 | tail -60
     ;;
+4)
+    python3 benchmarks/ssm_fused.py --tune 2>&1 | tee "$out/ssm_fused.txt"
+    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_pla@N fa2@N cudnn@N fla_fused_chunk@2N \
+        --out "$out/bench_prefill_32k.csv" 2>&1 | tee "$out/prefill.txt"
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only parity_mamba,speed_mamba,speed_mamba2,profile \
+        --deadline 360 2>&1 | tail -80
+    ;;
+5)
+    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only parity_gla,speed_gla,anchor_gla,profile --profile gla \
+        --deadline 560 2>&1 | tail -60
+    ;;
 *)
-    echo "part must be 1, 2 or 3" >&2
+    echo "part must be 1 to 5" >&2
     exit 2
     ;;
 esac

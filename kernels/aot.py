@@ -213,11 +213,34 @@ def _cases() -> dict:
                                    -torch.rand(h), rn(b, 1, n, dtype=dtype), rn(b, 1, n, dtype=dtype), D=rn(h),
                                    dt_bias=rn(h))
 
+    def conv_prefill(dtype):  # Mamba-2-130M's conv channels (x, B, C: 1536 + 2 x 128), a slice of in_proj's output
+        from .mamba import conv_triton
+
+        b, T, c, k = 2, 128, 1792, 4
+        conv_triton.causal_conv1d_triton(rn(b, T, c + 1560, dtype=dtype)[..., 1536:1536 + c], rn(c, k, dtype=dtype),
+                                         rn(c, dtype=dtype), mask=torch.ones(b, T, dtype=torch.long))
+
+    def conv_step(dtype):
+        from .mamba import conv_triton
+
+        b, c, k = 4, 1792, 4
+        conv_triton.conv_step_triton(torch.zeros(b, c, k - 1, dtype=dtype), rn(b, c, dtype=dtype), rn(c, k, dtype=dtype),
+                                     rn(c, dtype=dtype))
+
+    def gated_norm(dtype):  # Mamba-2-130M (gate first, 1536 channels, one group), GLA-1.3B (4 heads of 512)
+        from .mamba import norm_triton
+
+        norm_triton.gated_rms_norm_triton(rn(2, 64, 1536), rn(2, 64, 3352, dtype=dtype)[..., :1536], rn(1536, dtype=dtype),
+                                          1e-5, 1, dtype)
+        norm_triton.gated_rms_norm_triton(rn(2, 64, 2048, dtype=dtype), rn(2, 64, 2048, dtype=dtype),
+                                          rn(512, dtype=dtype), 1e-6, 4, dtype, norm_first=True)
+
     return {
         "based_prefill": based_prefill,
         "based_prefill_segmented_masked": lambda dt: based_prefill(dt, n_seg=2, masked=True),
         "pla_prefill": pla_prefill, "based_step": based_step, "mamba_scan": mamba_scan, "mamba_step": mamba_step,
-        "gla_step": gla_step, "ssd_prefill": ssd_prefill, "ssd_step": ssd_step,
+        "gla_step": gla_step, "ssd_prefill": ssd_prefill, "ssd_step": ssd_step, "conv_prefill": conv_prefill,
+        "conv_step": conv_step, "gated_norm": gated_norm,
     }
 
 

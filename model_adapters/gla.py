@@ -31,10 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jrt_eval.kernels.mamba import gla_prefill, gla_step
+from jrt_eval.kernels.mamba import gated_rms_norm, gla_prefill, gla_step
 
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
-from .ssm_common import RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, rms_norm
+from .ssm_common import RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict
 
 log = logging.getLogger("jrt_eval")
 
@@ -193,6 +193,7 @@ class GLALM(RecurrentLM):
         if kernels not in ("auto", "torch", "triton", "fla"):
             raise ValueError(f"kernels must be auto, torch, triton (decode) or fla (prefill), got {kernels!r}")
         self.kernels = kernels
+        self.norm_backend = "torch" if kernels == "torch" else "auto"
         self.model = _Backbone(spec)
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tie:
@@ -216,14 +217,13 @@ class GLALM(RecurrentLM):
     def _out(self, a: _Attention, h, o):
         """Gated RMSNorm per head (norm, weight, then silu(g)), heads concatenated, o_proj."""
         s = self.spec
-        of = o.float()
-        y = of * torch.rsqrt(of.pow(2).mean(-1, keepdim=True) + s.eps) * a.g_norm_swish_gate.weight.float()
-        if s.use_output_gate:
-            y = y * F.silu(a.g_proj(h).float().view(o.shape))
-        return a.o_proj(y.reshape(*o.shape[:-2], s.value_dim).to(h.dtype))
+        gate = a.g_proj(h) if s.use_output_gate else None
+        y = gated_rms_norm(o.reshape(*o.shape[:-2], s.value_dim), gate, a.g_norm_swish_gate.weight, s.eps,
+                           o.shape[-2], h.dtype, norm_first=True, backend="torch" if self.kernels == "torch" else "auto")
+        return a.o_proj(y)
 
     def _mlp(self, blk: _Block, resid, dtype):
-        x = rms_norm(resid, blk.mlp_norm.weight, self.spec.eps, dtype)
+        x = self._rms_norm(resid, blk.mlp_norm.weight, self.spec.eps, dtype)
         m = blk.mlp
         return m.down_proj(F.silu(m.gate_proj(x)) * m.up_proj(x))
 
@@ -235,7 +235,7 @@ class GLALM(RecurrentLM):
         states = []
         backend = {"torch": "torch", "fla": "fla"}.get(self.kernels, "auto")
         for blk in self.model.layers:
-            h = rms_norm(resid, blk.attn_norm.weight, s.eps, dtype)
+            h = self._rms_norm(resid, blk.attn_norm.weight, s.eps, dtype)
             q, k, v, gk = self._qkvg(blk.attn, h)
             o, S = gla_prefill(q, k, v, gk, scale=s.head_k ** -0.5, mask=mask, backend=backend)
             resid = resid + self._out(blk.attn, h, o)
@@ -243,7 +243,7 @@ class GLALM(RecurrentLM):
             states.append({"S": S.float().contiguous()} if want_state else None)
         if last_only:
             resid = resid[:, -1:]
-        return self.lm_head(rms_norm(resid, self.model.norm.weight, s.eps, dtype)), states
+        return self.lm_head(self._rms_norm(resid, self.model.norm.weight, s.eps, dtype)), states
 
     def _step_core(self, ids, layers):
         s = self.spec
@@ -251,12 +251,12 @@ class GLALM(RecurrentLM):
         resid = self.model.embeddings(ids).float()
         backend = {"torch": "torch", "triton": "triton"}.get(self.kernels, "auto")
         for blk, st in zip(self.model.layers, layers):
-            h = rms_norm(resid, blk.attn_norm.weight, s.eps, dtype)
+            h = self._rms_norm(resid, blk.attn_norm.weight, s.eps, dtype)
             q, k, v, gk = self._qkvg(blk.attn, h)
             o = gla_step(st["S"], q, k, v, gk, s.head_k ** -0.5, backend=backend)
             resid = resid + self._out(blk.attn, h, o.to(dtype))
             resid = resid + self._mlp(blk, resid, dtype)
-        return self.lm_head(rms_norm(resid, self.model.norm.weight, s.eps, dtype)).float()
+        return self.lm_head(self._rms_norm(resid, self.model.norm.weight, s.eps, dtype)).float()
 
 
 # ===================================================================================== loading

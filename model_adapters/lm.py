@@ -7,10 +7,9 @@ Model args: ``pretrained`` (hub id or folder), ``tokenizer`` (default: the famil
 ``dtype`` (auto | float32 | bfloat16 | float16 | amp_bf16), ``device``, ``batch_size``, ``max_length``
 (default 2048), ``max_gen_toks``, ``reference_quirks`` (reproduce the paper harness's defects), and the
 family loaders' own options: ``impl`` (mamba/mamba2: ``fast`` | ``hf`` = transformers' forward),
-``kernels`` (mamba, mamba2: ``auto`` | ``torch`` | ``triton``, where mamba2's ``auto`` is ``torch`` until its
-Triton SSD kernels are timed on a GPU; gla: also ``fla``), ``cuda_graphs`` (decode steps replayed as CUDA
-graphs on CUDA: ``true`` default for mamba, mamba2 and gla, opt-in for based, jrt_rnn and attn until checked
-on a GPU; ``false`` eager, ``static`` for debugging; a failed capture falls back to eager with a warning).
+``kernels`` (mamba, mamba2: ``auto`` (Triton on CUDA, PyTorch on CPU) | ``torch`` | ``triton``; gla: also
+``fla``), ``cuda_graphs`` (decode steps replayed as CUDA graphs on CUDA: ``true``, the default for every
+family; ``false`` eager, ``static`` for debugging; a failed capture falls back to eager with a warning).
 
 Generation prefills every prompt once, then decodes greedily from the per-layer recurrent state, one
 token per step for the whole batch; a row leaves the batch as soon as it hits a stop string or EOS.

@@ -43,12 +43,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, selective_scan_fn, selective_state_update
+from jrt_eval.kernels.mamba import causal_conv1d, conv_step, conv_tail, selective_scan_fn, selective_state_update
 
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
 from .ssm_common import (
     RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict, mamba_ssm_to_hf_keys, meta_shapes, padded_vocab,
-    random_ssm_weights, resolve_tied_head, rms_norm, save_mamba_ssm_checkpoint,
+    random_ssm_weights, resolve_tied_head, save_mamba_ssm_checkpoint,
 )
 
 log = logging.getLogger("jrt_eval")
@@ -217,12 +217,12 @@ class MambaBackboneLM(RecurrentLM):
         resid = resid.float() if s.residual_in_fp32 else resid
         states = []
         for blk in bb.layers:
-            out, st = self._mixer(blk.mixer, rms_norm(resid, blk.norm.weight, s.eps, dtype), mask, want_state)
+            out, st = self._mixer(blk.mixer, self._rms_norm(resid, blk.norm.weight, s.eps, dtype), mask, want_state)
             resid = resid + out
             states.append(st)
         if last_only:
             resid = resid[:, -1:]
-        return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)), states
+        return self.hf.lm_head(self._rms_norm(resid, bb.norm_f.weight, s.eps, dtype)), states
 
     def _step(self, input_ids, cache):
         if isinstance(cache, HFCache):
@@ -242,6 +242,7 @@ class MambaLM(MambaBackboneLM):
         from transformers import MambaForCausalLM
 
         self.kernels = kernels
+        self.norm_backend = "torch" if kernels == "torch" else "auto"
         self.hf = MambaForCausalLM(hf_config(spec))
 
     # ------------------------------------------------------------------ fast path
@@ -249,15 +250,14 @@ class MambaLM(MambaBackboneLM):
         s = self.spec
         xz = m.in_proj(h)
         x, z = xz[..., : s.d_inner], xz[..., s.d_inner:]
-        if mask is not None:
-            x = x * mask[..., None].to(x.dtype)  # a pad never enters a conv window (in_proj may have a bias)
-        xc = causal_conv1d(x, m.conv1d.weight[:, 0], m.conv1d.bias)
+        # a pad never enters a conv window (in_proj may have a bias): the conv reads masked positions as zero
+        xc = causal_conv1d(x, m.conv1d.weight[:, 0], m.conv1d.bias, mask=mask, backend=self.kernels)
         dt_low, B, C = torch.split(m.x_proj(xc), [s.dt_rank, s.d_state, s.d_state], dim=-1)
         dt = F.linear(dt_low, m.dt_proj.weight)  # the bias is added in float32 inside the scan
         A = -torch.exp(m.A_log.float())
         y, h_last = selective_scan_fn(xc, dt, A, B, C, D=m.D.float(), z=z, dt_bias=m.dt_proj.bias.float(), mask=mask,
                                    backend=self.kernels, out_dtype=h.dtype)
-        state = {"conv": conv_tail(x, s.d_conv), "ssm": h_last.contiguous()} if want_state else None
+        state = {"conv": conv_tail(x, s.d_conv, mask), "ssm": h_last.contiguous()} if want_state else None
         return m.out_proj(y), state
 
     def _step_core(self, ids, layers):
@@ -267,21 +267,15 @@ class MambaLM(MambaBackboneLM):
         resid = resid.float() if s.residual_in_fp32 else resid
         for blk, st in zip(bb.layers, layers):
             m = blk.mixer
-            xz = m.in_proj(rms_norm(resid, blk.norm.weight, s.eps, dtype))
+            xz = m.in_proj(self._rms_norm(resid, blk.norm.weight, s.eps, dtype))
             x, z = xz[:, : s.d_inner], xz[:, s.d_inner:]
-            conv = st["conv"]
-            window = torch.cat([conv, x[:, :, None]], dim=-1)
-            conv.copy_(window[:, :, 1:])
-            xc = (window.float() * m.conv1d.weight[:, 0].float()).sum(-1)
-            if m.conv1d.bias is not None:
-                xc = xc + m.conv1d.bias.float()
-            xc = F.silu(xc).to(dtype)
+            xc = conv_step(st["conv"], x, m.conv1d.weight[:, 0], m.conv1d.bias, out_dtype=dtype, backend=self.kernels)
             dt_low, B, C = torch.split(m.x_proj(xc), [s.dt_rank, s.d_state, s.d_state], dim=-1)
             dt = F.linear(dt_low, m.dt_proj.weight)
             y = selective_state_update(st["ssm"], xc, dt, -torch.exp(m.A_log.float()), B, C, D=m.D.float(), z=z,
                                        dt_bias=m.dt_proj.bias.float(), backend=self.kernels)
             resid = resid + m.out_proj(y.to(dtype))
-        return self.hf.lm_head(rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
+        return self.hf.lm_head(self._rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
 
 
 # ===================================================================================== loading

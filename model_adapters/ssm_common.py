@@ -119,8 +119,13 @@ def meta_shapes(module_cls, config) -> dict:
     return {k: tuple(v.shape) for k, v in ref.state_dict().items()}
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype=None) -> torch.Tensor:
-    """``w ⊙ x / sqrt(mean(x²) + eps)`` in float32, cast to ``out_dtype`` (default: the weight's dtype)."""
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype=None, backend: str = "torch") -> torch.Tensor:
+    """``w ⊙ x / sqrt(mean(x²) + eps)`` in float32, cast to ``out_dtype`` (default: the weight's dtype).
+    ``backend`` "auto" | "triton" on CUDA: one fused Triton pass (kernels/mamba/norm_triton.py, no gate)."""
+    if backend != "torch" and x.is_cuda:
+        from jrt_eval.kernels.mamba import gated_rms_norm
+
+        return gated_rms_norm(x, None, weight, eps, 1, out_dtype or weight.dtype, norm_first=True, backend=backend)
     xf = x.float()
     y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
     return y.to(out_dtype or weight.dtype)
@@ -286,11 +291,15 @@ class RecurrentLM(nn.Module):
     family = "?"
     max_length = 2048
     MAX_GRAPHS = 4
+    norm_backend = "auto"  # block RMSNorms: one Triton pass on CUDA; "torch" (kernels="torch") keeps PyTorch's
 
     def __init__(self):
         super().__init__()
         self.cuda_graphs = True
         self._graphs: dict = {}
+
+    def _rms_norm(self, x, weight, eps: float, out_dtype):
+        return rms_norm(x, weight, eps, out_dtype, backend=self.norm_backend)
 
     # --- to implement
     def _prefill_core(self, input_ids, mask, want_state: bool, last_only: bool):

@@ -156,6 +156,9 @@ def test_state_pass_config_from_environment(monkeypatch):
     B, T, H, dv = 1, 100, 2, 32
     _, k, v = make(B, T, H, dv, torch.float32, seed=12)
     want = R.state_from_keys(ref64(k), ref64(v))
+    # defaults: 128-token chunks for 16-bit inputs (H100 tune), the prefill's tiles for float32
+    assert triton_prefill.state_pass_config(dv, torch.bfloat16)["BT"] == 128
+    assert triton_prefill.state_pass_config(dv, torch.float32) == triton_prefill._config(dv, torch.float32, None)
     monkeypatch.setenv("JRT_EVAL_BASED_STATE_CONFIG", '{"BT": 128, "num_warps": 8}')
     assert triton_prefill.state_pass_config(dv, torch.float32)["BT"] == 128
     assert triton_prefill.state_pass_config(dv, torch.float32, {"BT": 32})["BT"] == 32  # explicit wins

@@ -3,8 +3,9 @@
 * ``reference.py`` — literal step-by-step recurrences (the ground truth of the tests).
 * ``scan.py`` — production PyTorch paths (CPU; GPU fallback): blocked selective scan, chunked SSD, chunked GLA.
 * ``selective_scan.py`` — Triton: Mamba-1 prefill scan and decode state update; ``ssd_triton.py`` — Triton:
-  Mamba-2 (SSD) prefill and decode step; ``gla_triton.py`` — Triton: GLA decode step (imported lazily; they
-  need ``triton``, which the CPU install does not have).
+  Mamba-2 (SSD) prefill and decode step; ``conv_triton.py`` — Triton: the causal conv (+ SiLU, mask) of both, and
+  its decode step; ``norm_triton.py`` — Triton: the gated RMSNorm of Mamba-2 and GLA; ``gla_triton.py`` — Triton: GLA decode step (imported lazily; they need ``triton``, which the
+  CPU install does not have).
 * GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
   0.6.0) is installed.
 
@@ -19,9 +20,12 @@ import os
 
 import torch
 
-from .scan import causal_conv1d, conv_tail, gla_chunked, selective_scan_torch, ssd_chunked, ssd_step_torch
+from .scan import (
+    causal_conv1d_torch, conv_step_torch, conv_tail, gated_rms_norm_torch, gla_chunked, selective_scan_torch,
+    ssd_chunked, ssd_step_torch,
+)
 
-__all__ = ["causal_conv1d", "conv_tail", "fla_usable", "gla_chunked", "gla_prefill", "gla_step", "selective_scan_fn",
+__all__ = ["causal_conv1d", "conv_step", "conv_tail", "fla_usable", "gated_rms_norm", "gla_chunked", "gla_prefill", "gla_step", "selective_scan_fn",
            "selective_state_update", "ssd_chunked", "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
 
 
@@ -64,6 +68,36 @@ def _use_triton(t: torch.Tensor, backend: str) -> bool:
     if backend != "auto":
         raise ValueError(f"unknown kernel backend {backend!r}; use auto, triton or torch")
     return triton_usable(t)
+
+
+def causal_conv1d(x, weight, bias=None, activation: bool = True, mask=None, backend: str = "auto"):
+    """Depthwise causal conv (+ SiLU) of ``x [b, T, c]`` with ``weight [c, k]``; positions with ``mask [b, T]`` 0 read
+    as zero. Returns ``[b, T, c]`` contiguous in x's dtype."""
+    if _use_triton(x, backend):
+        from .conv_triton import causal_conv1d_triton
+
+        return causal_conv1d_triton(x, weight, bias, activation, mask)
+    return causal_conv1d_torch(x, weight, bias, activation, mask)
+
+
+def conv_step(state, x, weight, bias=None, activation: bool = True, out_dtype=None, backend: str = "auto"):
+    """One decode token of the causal conv: ``state [b, c, k-1]`` shifted in place with ``x [b, c]`` appended;
+    returns the (activated) output ``[b, c]`` (float32 math) in ``out_dtype`` (default x's dtype)."""
+    if _use_triton(x, backend):
+        from .conv_triton import conv_step_triton
+
+        return conv_step_triton(state, x, weight, bias, activation, out_dtype)
+    return conv_step_torch(state, x, weight, bias, activation, out_dtype)
+
+
+def gated_rms_norm(y, z, weight, eps: float, groups: int, out_dtype, norm_first: bool = False, backend: str = "auto"):
+    """Gated RMSNorm (``scan.gated_rms_norm_torch``): Mamba-2's gate-then-norm, or GLA's norm-then-gate with
+    ``norm_first``; float32 math, result in ``out_dtype``."""
+    if _use_triton(y, backend):
+        from .norm_triton import gated_rms_norm_triton
+
+        return gated_rms_norm_triton(y, z, weight, eps, groups, out_dtype, norm_first)
+    return gated_rms_norm_torch(y, z, weight, eps, groups, out_dtype, norm_first)
 
 
 def selective_scan_fn(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None,

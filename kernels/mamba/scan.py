@@ -1,6 +1,8 @@
 """Production PyTorch paths for the recurrent mixers (CPU, and GPU where no Triton kernel applies).
 
-* :func:`causal_conv1d` — depthwise causal conv in ``[b, T, c]`` layout through ``F.conv1d``.
+* :func:`causal_conv1d_torch` — depthwise causal conv in ``[b, T, c]`` layout through ``F.conv1d``;
+  :func:`conv_step_torch` — its one-token decode step on a ``[b, c, k-1]`` state.
+* :func:`gated_rms_norm_torch` — the gated RMSNorm of Mamba-2 (gate, then norm) and GLA (norm, then gate).
 * :func:`selective_scan_torch` — Mamba-1 scan; discretisation vectorised per block of time steps, the
   recurrence itself sequential (memory ``O(b · block · d · n)`` instead of ``O(b · T · d · n)``).
 * :func:`ssd_chunked` — Mamba-2 SSD, chunk by chunk (the state-space-duality block decomposition: quadratic
@@ -25,8 +27,11 @@ def _wd(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def causal_conv1d(x, weight, bias=None, activation: bool = True):
-    """``x [b, T, c]``, ``weight [c, k]`` → ``[b, T, c]`` contiguous (same dtype as x); zero history."""
+def causal_conv1d_torch(x, weight, bias=None, activation: bool = True, mask=None):
+    """``x [b, T, c]``, ``weight [c, k]`` → ``[b, T, c]`` contiguous (same dtype as x); zero history; positions
+    with ``mask [b, T]`` 0 read as zero."""
+    if mask is not None:
+        x = x * mask[..., None].to(x.dtype)
     k = weight.shape[-1]
     out = F.conv1d(x.transpose(1, 2), weight[:, None, :].to(x.dtype), None if bias is None else bias.to(x.dtype),
                    padding=k - 1, groups=x.shape[-1])[..., : x.shape[1]]
@@ -34,13 +39,48 @@ def causal_conv1d(x, weight, bias=None, activation: bool = True):
     return (F.silu(out) if activation else out).contiguous()
 
 
-def conv_tail(x, k: int):
-    """The last ``k - 1`` inputs of every row as a conv state ``[b, c, k-1]`` (zeros where T < k - 1)."""
+def conv_step_torch(state, x, weight, bias=None, activation: bool = True, out_dtype=None):
+    """One decode token: ``state [b, c, k-1]`` shifted in place with ``x [b, c]`` appended; returns the (activated)
+    conv output ``[b, c]``, computed in float32 (float64 for float64 inputs), in ``out_dtype`` (default x's dtype)."""
+    wd = _wd(x)
+    window = torch.cat([state, x[:, :, None].to(state.dtype)], dim=-1)
+    state.copy_(window[:, :, 1:])
+    out = (window.to(wd) * weight.to(wd)).sum(-1)
+    if bias is not None:
+        out = out + bias.to(wd)
+    return (F.silu(out) if activation else out).to(out_dtype or x.dtype)
+
+
+def conv_tail(x, k: int, mask=None):
+    """The last ``k - 1`` inputs of every row as a conv state ``[b, c, k-1]`` (zeros where T < k - 1, and where
+    ``mask [b, T]`` is 0)."""
     b, T, c = x.shape
-    tail = x[:, max(T - (k - 1), 0):].transpose(1, 2)
+    start = max(T - (k - 1), 0)
+    tail = x[:, start:]
+    if mask is not None:
+        tail = tail * mask[:, start:, None].to(x.dtype)
+    tail = tail.transpose(1, 2)
     if tail.shape[-1] < k - 1:
         tail = F.pad(tail, (k - 1 - tail.shape[-1], 0))
     return tail.contiguous()
+
+
+def gated_rms_norm_torch(y, z, weight, eps: float, groups: int, out_dtype, norm_first: bool = False):
+    """Gated RMSNorm over groups of channels, in float32: gate first (Mamba-2, ``norm_before_gate=False``):
+    ``w ⊙ g / rms(g)`` with ``g = y ⊙ silu(z)``; ``norm_first`` (GLA): ``w ⊙ y / rms(y) ⊙ silu(z)``. ``weight``:
+    ``[d]`` per channel or ``[d / groups]`` shared by the groups; ``z`` may be None (no gate)."""
+    g = y.float()
+    gate = F.silu(z.float()) if z is not None else None
+    if gate is not None and not norm_first:
+        g = g * gate
+    shape = g.shape
+    g = g.view(*shape[:-1], groups, shape[-1] // groups)
+    g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)
+    w = weight.float()
+    g = (g.view(shape) * w) if w.numel() == shape[-1] else (g * w).view(shape)
+    if gate is not None and norm_first:
+        g = g * gate
+    return g.to(out_dtype)
 
 
 def selective_scan_torch(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None, block: int = 64):

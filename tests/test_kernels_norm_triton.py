@@ -1,0 +1,81 @@
+"""The gated RMSNorm of Mamba-2 (gate, then norm) and GLA (norm, then gate): the PyTorch path against the
+references, and the Triton kernel (kernels/mamba/norm_triton.py, under ``TRITON_INTERPRET=1`` in a subprocess)
+against the PyTorch path, on strided gates, several groups, per-channel and shared weights."""
+import textwrap
+
+import pytest
+import torch
+
+from jrt_eval.kernels.mamba import gated_rms_norm
+from jrt_eval.kernels.mamba import reference as R
+
+from interpreted import run_interpreted  # tests/interpreted.py
+
+
+def test_norm_first_matches_fla_reference_per_head():
+    """GLA: a [V] weight shared by the heads, normalised per head, then silu(gate)."""
+    g = torch.Generator().manual_seed(0)
+    b, T, H, V = 2, 5, 3, 8
+    o, gate, w = torch.randn(b, T, H, V, generator=g), torch.randn(b, T, H * V, generator=g), torch.randn(V, generator=g)
+    got = gated_rms_norm(o.reshape(b, T, H * V), gate, w, 1e-6, H, torch.float32, norm_first=True, backend="torch")
+    want = R.gated_rms_norm_ref(o.double(), gate.view(b, T, H, V).double(), w.double(), 1e-6).reshape(b, T, H * V)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_gate_first_matches_transformers_gated_norm():
+    """Mamba-2: transformers' MambaRMSNormGated (gate, then norm per group) with a per-channel weight."""
+    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated
+
+    g = torch.Generator().manual_seed(1)
+    d = 12
+    y, z = torch.randn(3, 4, d, generator=g), torch.randn(3, 4, d, generator=g)
+    for groups in (1, 2):
+        ref = MambaRMSNormGated(d, group_size=d // groups, eps=1e-5)
+        with torch.no_grad():
+            ref.weight.copy_(torch.randn(d, generator=g))
+        got = gated_rms_norm(y, z, ref.weight, 1e-5, groups, torch.float32, backend="torch")
+        torch.testing.assert_close(got, ref(y, z), rtol=1e-5, atol=1e-6)
+
+
+_INTERPRETED = textwrap.dedent('''
+    import json, torch
+    from jrt_eval.kernels.based import interpreter_compat
+    interpreter_compat.patch()
+    from jrt_eval.kernels.mamba.scan import gated_rms_norm_torch
+    from jrt_eval.kernels.mamba.norm_triton import gated_rms_norm_triton
+
+    out = {}
+    g = torch.Generator().manual_seed(0)
+
+    def err(a, b):
+        a, b = a.double(), b.double()
+        assert not torch.isnan(a).any()
+        return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+    for name, (lead, d, groups, per_channel, norm_first, has_z, out_dtype) in {
+        "mamba2_g1": ((2, 7), 96, 1, True, False, True, torch.float32),
+        "mamba2_g2_odd": ((3,), 2 * 37, 2, True, False, True, torch.bfloat16),   # group size not a power of 2
+        "gla_heads": ((2, 5), 4 * 24, 4, False, True, True, torch.float32),
+        "gla_no_gate": ((4,), 3 * 16, 3, False, True, False, torch.float32),
+        "rms_norm": ((2, 3), 80, 1, True, True, False, torch.float32),  # ssm_common.rms_norm on CUDA
+    }.items():
+        y = torch.randn(*lead, d, generator=g)
+        proj = torch.randn(*lead, d + 11, generator=g)
+        z = proj[..., 5:5 + d] if has_z else None  # a strided slice of a projection
+        w = torch.randn(d if per_channel else d // groups, generator=g)
+        want = gated_rms_norm_torch(y.double(), None if z is None else z.double(), w.double(), 1e-5, groups,
+                                    torch.float64, norm_first)
+        got = gated_rms_norm_triton(y, z, w, 1e-5, groups, out_dtype, norm_first)
+        assert got.shape == y.shape and got.dtype == out_dtype
+        out[name] = err(got, want)
+    print("RESULT " + json.dumps(out))
+''')
+
+
+def test_gated_norm_triton_under_interpreter(tmp_path):
+    pytest.importorskip("triton")
+    errs = run_interpreted(_INTERPRETED, tmp_path, "interp_norm.py")
+    assert set(errs) == {"mamba2_g1", "mamba2_g2_odd", "gla_heads", "gla_no_gate", "rms_norm"}
+    limits = {"mamba2_g2_odd": 8e-3}  # bf16 output rounding
+    bad = {k: v for k, v in errs.items() if not v < limits.get(k, 1e-5)}
+    assert not bad, bad
