@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The GPU measurements still owed (benchmarks/README.md, "Pending on a GPU"), as three device calls of
-# under 10 minutes each. Run from the repo root on the GPU machine, with the wheels of fla-core 0.6.0,
-# flash-linear-attention 0.6.0 and transformers 5.23.0 carried in .whl_ssm/ (see gpu_check_ssm.py):
+# The GPU measurements of benchmarks/README.md ("GPU runs of 2026-11-23"), as device calls of under 10 minutes
+# each; part 3 (fla's GLA anchor in the same run as ours) is still owed. Run from the repo root on the GPU
+# machine, with the wheels of fla-core 0.6.0, flash-linear-attention 0.6.0 and transformers 5.23.0 carried in
+# .whl_ssm/ (see gpu_check_ssm.py):
 #
 #   bash benchmarks/gpu_pending.sh 1   # Based tile tunes (prefill, state pass) + Mamba-2 Triton SSD
 #   bash benchmarks/gpu_pending.sh 2   # hazy families: CUDA-graph decode vs eager, parity
-#   bash benchmarks/gpu_pending.sh 3   # GLA-1.3B: ours vs fla's own generate (fla autotunes ~3-4 min first)
+#   bash benchmarks/gpu_pending.sh 3   # GLA-1.3B: ours vs fla's own generate, same prompts (fla autotunes minutes)
 #   bash benchmarks/gpu_pending.sh 4   # fused conv / norm kernels, prefill at N=32768, Mamba + Mamba-2 adapters
-#   bash benchmarks/gpu_pending.sh 5   # GLA-1.3B again (fused norms), parity, fla anchor warmed at the timed shape
+#   bash benchmarks/gpu_pending.sh 5   # GLA-1.3B again (fused norms): speed, parity (the anchor needs part 3)
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
@@ -33,7 +34,8 @@ case $part in
     python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --deadline 500 2>&1 | tail -60
     ;;
 3)
-    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only speed_gla,anchor_gla,profile --profile gla \
+    # anchor_gla alone times ours and fla's generate on the same prompts, each warmed at the timed shape
+    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only anchor_gla,profile --profile gla \
         --deadline 560 2>&1 | tail -60
     ;;
 4)
@@ -44,7 +46,7 @@ case $part in
         --deadline 360 2>&1 | tail -80
     ;;
 5)
-    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only parity_gla,speed_gla,anchor_gla,profile --profile gla \
+    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only parity_gla,speed_gla,profile --profile gla \
         --deadline 560 2>&1 | tail -60
     ;;
 *)
