@@ -1,5 +1,6 @@
 """The small fused SSM kernels against their PyTorch paths: the causal conv (Mamba / Mamba-2, 4 taps + SiLU) and
-the gated RMSNorm (Mamba-2 gate-first, GLA norm-first per head, and the plain block RMSNorm).
+the gated RMSNorm (Mamba-2 gate-first, GLA norm-first per head, and the plain block RMSNorm), and the residual add
+fused with the block RMSNorm.
 
     python benchmarks/ssm_fused.py             # Mamba-2-130M / Mamba-130M / GLA-1.3B widths, batch 32 x 1900 tokens
     python benchmarks/ssm_fused.py --tune      # also a few tile configs of the conv prefill kernel
@@ -120,6 +121,40 @@ def norms(B, T, bench):
             nbytes = y.numel() * (y.element_size() + 2 + (2 if gated else 0))
             print(f"== norm {name} {label} {list(y.shape)}: torch {t_t * 1e3:.1f} us (err {e_t:.1e}), triton "
                   f"{t_k * 1e3:.1f} us (err {e_k:.1e}) = {t_t / t_k:.1f}x, {nbytes / t_k / 1e9:.2f} TB/s")
+    add_norm(B, T, bench)
+
+
+def add_norm(B, T, bench):
+    """The seam between pre-norm blocks: fp32 residual + bf16 block output, then the next block's RMSNorm (bf16
+    out), as two PyTorch steps vs one Triton pass (norm_triton.add_rms_norm_triton)."""
+    import triton
+
+    from jrt_eval.kernels.mamba.norm_triton import add_rms_norm_triton
+    from jrt_eval.model_adapters.ssm_common import rms_norm
+
+    def torch_path(resid, delta, w):
+        resid = resid + delta
+        return resid, rms_norm(resid, w, 1e-5, torch.bfloat16)
+
+    g = torch.Generator(device="cuda").manual_seed(2)
+    for d in (768, 2048):
+        for rows, label in (((B, T), "prefill"), ((B,), "decode")):
+            resid = torch.randn(*rows, d, device="cuda", generator=g)
+            delta = torch.randn(*rows, d, device="cuda", generator=g).bfloat16()
+            w = torch.randn(d, device="cuda", generator=g).bfloat16()
+            want_r, want_h = torch_path(resid.double(), delta.double(), w.double())
+            r, h = add_rms_norm_triton(resid, delta, w, 1e-5, torch.bfloat16)
+            errs = f"err resid {rel_err(r, want_r):.1e} norm {rel_err(h, want_h):.1e}"
+            if label == "prefill":
+                t_t = bench(lambda: torch_path(resid, delta, w))
+                t_k = bench(lambda: add_rms_norm_triton(resid, delta, w, 1e-5, torch.bfloat16))
+            else:
+                t_t = triton.testing.do_bench_cudagraph(lambda: torch_path(resid, delta, w), rep=200,
+                                                        return_mode="median")
+                t_k = triton.testing.do_bench_cudagraph(
+                    lambda: add_rms_norm_triton(resid, delta, w, 1e-5, torch.bfloat16), rep=200, return_mode="median")
+            print(f"== add + rms_norm d={d} {label} {list(resid.shape)}: torch {t_t * 1e3:.1f} us, triton "
+                  f"{t_k * 1e3:.1f} us = {t_t / t_k:.1f}x ({errs})")
 
 
 if __name__ == "__main__":

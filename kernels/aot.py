@@ -234,6 +234,7 @@ def _cases() -> dict:
                                           1e-5, 1, dtype)
         norm_triton.gated_rms_norm_triton(rn(2, 64, 2048, dtype=dtype), rn(2, 64, 2048, dtype=dtype),
                                           rn(512, dtype=dtype), 1e-6, 4, dtype, norm_first=True)
+        norm_triton.add_rms_norm_triton(rn(2, 64, 768), rn(2, 64, 768, dtype=dtype), rn(768, dtype=dtype), 1e-5, dtype)
 
     return {
         "based_prefill": based_prefill,

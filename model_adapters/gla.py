@@ -193,7 +193,7 @@ class GLALM(RecurrentLM):
         if kernels not in ("auto", "torch", "triton", "fla"):
             raise ValueError(f"kernels must be auto, torch, triton (decode) or fla (prefill), got {kernels!r}")
         self.kernels = kernels
-        self.norm_backend = "torch" if kernels == "torch" else "auto"
+        self.norm_backend = kernels if kernels in ("torch", "triton") else "auto"
         self.model = _Backbone(spec)
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tie:
@@ -219,13 +219,19 @@ class GLALM(RecurrentLM):
         s = self.spec
         gate = a.g_proj(h) if s.use_output_gate else None
         y = gated_rms_norm(o.reshape(*o.shape[:-2], s.value_dim), gate, a.g_norm_swish_gate.weight, s.eps,
-                           o.shape[-2], h.dtype, norm_first=True, backend="torch" if self.kernels == "torch" else "auto")
+                           o.shape[-2], h.dtype, norm_first=True, backend=self.norm_backend)
         return a.o_proj(y)
 
-    def _mlp(self, blk: _Block, resid, dtype):
-        x = self._rms_norm(resid, blk.mlp_norm.weight, self.spec.eps, dtype)
+    def _block(self, i: int, resid, attn_out, dtype):
+        """From a block's attention output to the next block's normed input: ``resid += attn``, MLP on its norm,
+        ``resid += mlp``, then the next block's attention norm (the final norm after the last block); each add
+        fused with the norm after it. Returns ``(resid, h)``."""
+        layers, s = self.model.layers, self.spec
+        blk = layers[i]
+        resid, x = self._add_rms_norm(resid, attn_out, blk.mlp_norm.weight, s.eps, dtype)
         m = blk.mlp
-        return m.down_proj(F.silu(m.gate_proj(x)) * m.up_proj(x))
+        nxt = self.model.norm.weight if i + 1 == len(layers) else layers[i + 1].attn_norm.weight
+        return self._add_rms_norm(resid, m.down_proj(F.silu(m.gate_proj(x)) * m.up_proj(x)), nxt, s.eps, dtype)
 
     # ------------------------------------------------------------------ interface
     def _prefill_core(self, input_ids, mask, want_state, last_only):
@@ -234,29 +240,28 @@ class GLALM(RecurrentLM):
         resid = self.model.embeddings(input_ids).float()
         states = []
         backend = {"torch": "torch", "fla": "fla"}.get(self.kernels, "auto")
-        for blk in self.model.layers:
-            h = self._rms_norm(resid, blk.attn_norm.weight, s.eps, dtype)
+        h = self._rms_norm(resid, self.model.layers[0].attn_norm.weight, s.eps, dtype)
+        for i, blk in enumerate(self.model.layers):
             q, k, v, gk = self._qkvg(blk.attn, h)
             o, S = gla_prefill(q, k, v, gk, scale=s.head_k ** -0.5, mask=mask, backend=backend)
-            resid = resid + self._out(blk.attn, h, o)
-            resid = resid + self._mlp(blk, resid, dtype)
             states.append({"S": S.float().contiguous()} if want_state else None)
-        if last_only:
-            resid = resid[:, -1:]
-        return self.lm_head(self._rms_norm(resid, self.model.norm.weight, s.eps, dtype)), states
+            attn_out = self._out(blk.attn, h, o)
+            if last_only and i + 1 == len(self.model.layers):  # the last block's MLP on the last position only
+                resid, attn_out = resid[:, -1:], attn_out[:, -1:]
+            resid, h = self._block(i, resid, attn_out, dtype)
+        return self.lm_head(h), states
 
     def _step_core(self, ids, layers):
         s = self.spec
         dtype = self.model.embeddings.weight.dtype
         resid = self.model.embeddings(ids).float()
         backend = {"torch": "torch", "triton": "triton"}.get(self.kernels, "auto")
-        for blk, st in zip(self.model.layers, layers):
-            h = self._rms_norm(resid, blk.attn_norm.weight, s.eps, dtype)
+        h = self._rms_norm(resid, self.model.layers[0].attn_norm.weight, s.eps, dtype)
+        for i, (blk, st) in enumerate(zip(self.model.layers, layers)):
             q, k, v, gk = self._qkvg(blk.attn, h)
             o = gla_step(st["S"], q, k, v, gk, s.head_k ** -0.5, backend=backend)
-            resid = resid + self._out(blk.attn, h, o.to(dtype))
-            resid = resid + self._mlp(blk, resid, dtype)
-        return self.lm_head(self._rms_norm(resid, self.model.norm.weight, s.eps, dtype)).float()
+            resid, h = self._block(i, resid, self._out(blk.attn, h, o.to(dtype)), dtype)
+        return self.lm_head(h).float()
 
 
 # ===================================================================================== loading

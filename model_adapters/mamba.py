@@ -215,14 +215,18 @@ class MambaBackboneLM(RecurrentLM):
         dtype = bb.embeddings.weight.dtype
         resid = bb.embeddings(input_ids)
         resid = resid.float() if s.residual_in_fp32 else resid
+        h = self._rms_norm(resid, bb.layers[0].norm.weight, s.eps, dtype)
         states = []
-        for blk in bb.layers:
-            out, st = self._mixer(blk.mixer, self._rms_norm(resid, blk.norm.weight, s.eps, dtype), mask, want_state)
-            resid = resid + out
+        for i, blk in enumerate(bb.layers):
+            out, st = self._mixer(blk.mixer, h, mask, want_state)
             states.append(st)
-        if last_only:
-            resid = resid[:, -1:]
-        return self.hf.lm_head(self._rms_norm(resid, bb.norm_f.weight, s.eps, dtype)), states
+            last = i + 1 == len(bb.layers)
+            if last and last_only:
+                resid, out = resid[:, -1:], out[:, -1:]
+            # resid + out, then the next block's norm (the final norm after the last block), in one pass
+            nxt = bb.norm_f.weight if last else bb.layers[i + 1].norm.weight
+            resid, h = self._add_rms_norm(resid, out, nxt, s.eps, dtype)
+        return self.hf.lm_head(h), states
 
     def _step(self, input_ids, cache):
         if isinstance(cache, HFCache):
@@ -242,7 +246,7 @@ class MambaLM(MambaBackboneLM):
         from transformers import MambaForCausalLM
 
         self.kernels = kernels
-        self.norm_backend = "torch" if kernels == "torch" else "auto"
+        self.norm_backend = kernels
         self.hf = MambaForCausalLM(hf_config(spec))
 
     # ------------------------------------------------------------------ fast path
@@ -265,17 +269,19 @@ class MambaLM(MambaBackboneLM):
         dtype = bb.embeddings.weight.dtype
         resid = bb.embeddings(ids)
         resid = resid.float() if s.residual_in_fp32 else resid
-        for blk, st in zip(bb.layers, layers):
+        h = self._rms_norm(resid, bb.layers[0].norm.weight, s.eps, dtype)
+        for i, (blk, st) in enumerate(zip(bb.layers, layers)):
             m = blk.mixer
-            xz = m.in_proj(self._rms_norm(resid, blk.norm.weight, s.eps, dtype))
+            xz = m.in_proj(h)
             x, z = xz[:, : s.d_inner], xz[:, s.d_inner:]
             xc = conv_step(st["conv"], x, m.conv1d.weight[:, 0], m.conv1d.bias, out_dtype=dtype, backend=self.kernels)
             dt_low, B, C = torch.split(m.x_proj(xc), [s.dt_rank, s.d_state, s.d_state], dim=-1)
             dt = F.linear(dt_low, m.dt_proj.weight)
             y = selective_state_update(st["ssm"], xc, dt, -torch.exp(m.A_log.float()), B, C, D=m.D.float(), z=z,
                                        dt_bias=m.dt_proj.bias.float(), backend=self.kernels)
-            resid = resid + m.out_proj(y.to(dtype))
-        return self.hf.lm_head(self._rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
+            nxt = bb.norm_f.weight if i + 1 == len(bb.layers) else bb.layers[i + 1].norm.weight
+            resid, h = self._add_rms_norm(resid, m.out_proj(y.to(dtype)), nxt, s.eps, dtype)
+        return self.hf.lm_head(h).float()
 
 
 # ===================================================================================== loading

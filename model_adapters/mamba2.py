@@ -211,7 +211,7 @@ class Mamba2LM(MambaBackboneLM):
         if kernels not in ("auto", "torch", "triton"):
             raise ValueError(f"unknown kernels {kernels!r} for mamba2; use auto, torch or triton")
         self.kernels = kernels
-        self.norm_backend = "torch" if kernels == "torch" else "auto"
+        self.norm_backend = kernels
         self.hf = Mamba2ForCausalLM(hf_config(spec))
 
     def _mixer(self, m, h, mask, want_state):
@@ -239,10 +239,10 @@ class Mamba2LM(MambaBackboneLM):
         Bn, G, H, P, N = ids.shape[0], s.ngroups, s.nheads, s.headdim, s.d_state
         resid = bb.embeddings(ids)
         resid = resid.float() if s.residual_in_fp32 else resid
-        for blk, st in zip(bb.layers, layers):
+        h = self._rms_norm(resid, bb.layers[0].norm.weight, s.eps, dtype)
+        for i, (blk, st) in enumerate(zip(bb.layers, layers)):
             m = blk.mixer
-            z, xBC, dt = torch.split(m.in_proj(self._rms_norm(resid, blk.norm.weight, s.eps, dtype)),
-                                     [s.d_inner, s.conv_dim, s.nheads], dim=-1)
+            z, xBC, dt = torch.split(m.in_proj(h), [s.d_inner, s.conv_dim, s.nheads], dim=-1)
             # x, B, C in the model dtype: the prefill scan reads them in the model dtype too
             xc = conv_step(st["conv"], xBC, m.conv1d.weight[:, 0], m.conv1d.bias, out_dtype=dtype,
                            backend=self.kernels)
@@ -252,8 +252,9 @@ class Mamba2LM(MambaBackboneLM):
                          dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit, backend=self.kernels,
                          out_dtype=torch.float32)
             y = gated_rms_norm(y.reshape(Bn, s.d_inner), z, m.norm.weight, s.eps, G, dtype, backend=self.kernels)
-            resid = resid + m.out_proj(y)
-        return self.hf.lm_head(self._rms_norm(resid, bb.norm_f.weight, s.eps, dtype)).float()
+            nxt = bb.norm_f.weight if i + 1 == len(bb.layers) else bb.layers[i + 1].norm.weight
+            resid, h = self._add_rms_norm(resid, m.out_proj(y), nxt, s.eps, dtype)
+        return self.hf.lm_head(h).float()
 
 
 # ===================================================================================== loading

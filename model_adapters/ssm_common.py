@@ -121,14 +121,26 @@ def meta_shapes(module_cls, config) -> dict:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype=None, backend: str = "torch") -> torch.Tensor:
     """``w ⊙ x / sqrt(mean(x²) + eps)`` in float32, cast to ``out_dtype`` (default: the weight's dtype).
-    ``backend`` "auto" | "triton" on CUDA: one fused Triton pass (kernels/mamba/norm_triton.py, no gate)."""
-    if backend != "torch" and x.is_cuda:
+    ``backend`` "auto" on CUDA, or "triton": one fused Triton pass (kernels/mamba/norm_triton.py, no gate)."""
+    if backend == "triton" or (backend == "auto" and x.is_cuda):
         from jrt_eval.kernels.mamba import gated_rms_norm
 
         return gated_rms_norm(x, None, weight, eps, 1, out_dtype or weight.dtype, norm_first=True, backend=backend)
     xf = x.float()
     y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
     return y.to(out_dtype or weight.dtype)
+
+
+def add_rms_norm(resid: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype,
+                 backend: str = "torch"):
+    """``resid + delta`` (in resid's dtype) and its RMSNorm in ``out_dtype``: the seam between pre-norm blocks.
+    ``backend`` "auto" on CUDA, or "triton": one Triton pass for both (norm_triton.add_rms_norm_triton)."""
+    if backend == "triton" or (backend == "auto" and resid.is_cuda):
+        from jrt_eval.kernels.mamba import add_rms_norm as fused
+
+        return fused(resid, delta, weight, eps, out_dtype, backend=backend)
+    resid = resid + delta
+    return resid, rms_norm(resid, weight, eps, out_dtype)
 
 
 def as_mask(attention_mask: Optional[torch.Tensor], input_ids: torch.Tensor) -> Optional[torch.Tensor]:
@@ -291,7 +303,7 @@ class RecurrentLM(nn.Module):
     family = "?"
     max_length = 2048
     MAX_GRAPHS = 4
-    norm_backend = "auto"  # block RMSNorms: one Triton pass on CUDA; "torch" (kernels="torch") keeps PyTorch's
+    norm_backend = "auto"  # RMSNorms: Triton on CUDA; "torch" / "triton" follow the model's kernels option
 
     def __init__(self):
         super().__init__()
@@ -300,6 +312,9 @@ class RecurrentLM(nn.Module):
 
     def _rms_norm(self, x, weight, eps: float, out_dtype):
         return rms_norm(x, weight, eps, out_dtype, backend=self.norm_backend)
+
+    def _add_rms_norm(self, resid, delta, weight, eps: float, out_dtype):
+        return add_rms_norm(resid, delta, weight, eps, out_dtype, backend=self.norm_backend)
 
     # --- to implement
     def _prefill_core(self, input_ids, mask, want_state: bool, last_only: bool):

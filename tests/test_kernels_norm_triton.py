@@ -1,6 +1,7 @@
 """The gated RMSNorm of Mamba-2 (gate, then norm) and GLA (norm, then gate): the PyTorch path against the
 references, and the Triton kernel (kernels/mamba/norm_triton.py, under ``TRITON_INTERPRET=1`` in a subprocess)
-against the PyTorch path, on strided gates, several groups, per-channel and shared weights."""
+against the PyTorch path, on strided gates, several groups, per-channel and shared weights; and the residual add
+fused with the block norm."""
 import textwrap
 
 import pytest
@@ -68,6 +69,19 @@ _INTERPRETED = textwrap.dedent('''
         got = gated_rms_norm_triton(y, z, w, 1e-5, groups, out_dtype, norm_first)
         assert got.shape == y.shape and got.dtype == out_dtype
         out[name] = err(got, want)
+    # the fused residual add + block norm: fp32 residual + bf16 block output, and a bf16 residual
+    # (residual_in_fp32 off: the add rounds to bf16 before the norm, as the PyTorch add does)
+    from jrt_eval.kernels.mamba.norm_triton import add_rms_norm_triton
+    for name, (rdt, d) in {"add_norm_fp32_resid": (torch.float32, 96), "add_norm_bf16_resid": (torch.bfloat16, 75)}.items():
+        resid = torch.randn(3, 5, d, generator=g).to(rdt)
+        delta = torch.randn(3, 5, d + 4, generator=g).bfloat16()[..., 2:2 + d]  # strided
+        w = torch.randn(d, generator=g)
+        want_r = resid + delta
+        want_h = gated_rms_norm_torch(want_r.double(), None, w.double(), 1e-5, 1, torch.float64, True)
+        r, h = add_rms_norm_triton(resid, delta, w, 1e-5, torch.float32)
+        assert r.dtype == rdt and h.dtype == torch.float32 and r.shape == resid.shape
+        out[name + ".resid"] = err(r, want_r)
+        out[name + ".norm"] = err(h, want_h)
     print("RESULT " + json.dumps(out))
 ''')
 
@@ -75,7 +89,9 @@ _INTERPRETED = textwrap.dedent('''
 def test_gated_norm_triton_under_interpreter(tmp_path):
     pytest.importorskip("triton")
     errs = run_interpreted(_INTERPRETED, tmp_path, "interp_norm.py")
-    assert set(errs) == {"mamba2_g1", "mamba2_g2_odd", "gla_heads", "gla_no_gate", "rms_norm"}
-    limits = {"mamba2_g2_odd": 8e-3}  # bf16 output rounding
+    assert set(errs) == {"mamba2_g1", "mamba2_g2_odd", "gla_heads", "gla_no_gate", "rms_norm"} | {
+        f"add_norm_{r}_resid.{part}" for r in ("fp32", "bf16") for part in ("resid", "norm")}
+    # bf16 outputs: one rounding step (the interpreter's float32 -> bf16 cast need not round as PyTorch's does)
+    limits = {"mamba2_g2_odd": 8e-3, "add_norm_bf16_resid.resid": 8e-3, "add_norm_bf16_resid.norm": 8e-3}
     bad = {k: v for k, v in errs.items() if not v < limits.get(k, 1e-5)}
     assert not bad, bad

@@ -25,7 +25,7 @@ from .scan import (
     ssd_chunked, ssd_step_torch,
 )
 
-__all__ = ["causal_conv1d", "conv_step", "conv_tail", "fla_usable", "gated_rms_norm", "gla_chunked", "gla_prefill", "gla_step", "selective_scan_fn",
+__all__ = ["add_rms_norm", "causal_conv1d", "conv_step", "conv_tail", "fla_usable", "gated_rms_norm", "gla_chunked", "gla_prefill", "gla_step", "selective_scan_fn",
            "selective_state_update", "ssd_chunked", "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
 
 
@@ -98,6 +98,16 @@ def gated_rms_norm(y, z, weight, eps: float, groups: int, out_dtype, norm_first:
 
         return gated_rms_norm_triton(y, z, weight, eps, groups, out_dtype, norm_first)
     return gated_rms_norm_torch(y, z, weight, eps, groups, out_dtype, norm_first)
+
+
+def add_rms_norm(resid, delta, weight, eps: float, out_dtype, backend: str = "auto"):
+    """``(resid + delta, its RMSNorm in out_dtype)``; the add is in resid's dtype, the norm in float32."""
+    if _use_triton(resid, backend):
+        from .norm_triton import add_rms_norm_triton
+
+        return add_rms_norm_triton(resid, delta, weight, eps, out_dtype)
+    resid = resid + delta
+    return resid, gated_rms_norm_torch(resid, None, weight, eps, 1, out_dtype, norm_first=True)
 
 
 def selective_scan_fn(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None,

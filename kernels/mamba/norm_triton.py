@@ -13,6 +13,9 @@ over ``[b, T, d]`` float32 in prefill (and ~8 launches per layer in decode). Her
 one row (y and z may be strided: only the channel stride must be 1; z is a slice of the in_proj output) and writes
 the result once in ``out_dtype``.
 
+``add_rms_norm_triton`` fuses the residual add in front of the block RMSNorm (the seam between pre-norm blocks,
+mamba_ssm's ``fused_add_norm``): one read of the residual and the block output, one write of each result.
+
 Tested against the PyTorch path under ``TRITON_INTERPRET=1`` (tests/test_kernels_norm_triton.py).
 """
 from __future__ import annotations
@@ -47,6 +50,22 @@ def _gated_rms_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, GS, sy, sz, so, w_group
     tl.store(out_ptr + row.to(tl.int64) * so + off, out.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit
+def _add_rms_norm_kernel(r_ptr, d_ptr, w_ptr, r_out_ptr, out_ptr, D, sr, sd, sro, so, eps, BLOCK: tl.constexpr):
+    """One row: ``r' = r + delta`` (rounded to r's dtype, as the PyTorch add), ``out = w ⊙ r' / rms(r')``."""
+    row = tl.program_id(0).to(tl.int64)
+    col = tl.arange(0, BLOCK)
+    ok = col < D
+    r = tl.load(r_ptr + row * sr + col, mask=ok, other=0.0).to(tl.float32)
+    r += tl.load(d_ptr + row * sd + col, mask=ok, other=0.0).to(tl.float32)
+    r = r.to(r_out_ptr.dtype.element_ty)
+    tl.store(r_out_ptr + row * sro + col, r, mask=ok)
+    r = r.to(tl.float32)
+    w = tl.load(w_ptr + col, mask=ok, other=0.0).to(tl.float32)
+    out = r * tl.rsqrt(tl.sum(r * r, axis=0) / D + eps) * w
+    tl.store(out_ptr + row * so + col, out.to(out_ptr.dtype.element_ty), mask=ok)
+
+
 def _rows(t: torch.Tensor, d: int) -> torch.Tensor:
     """``t [..., d]`` as a 2-D ``[rows, d]`` view with channel stride 1 (a copy only where no such view exists)."""
     t = t.reshape(-1, d)
@@ -73,3 +92,20 @@ def gated_rms_norm_triton(y: torch.Tensor, z: Optional[torch.Tensor], weight: to
         BLOCK=triton.next_power_of_2(gs), num_warps=4 if gs <= 1024 else 8,
     )
     return out.view(shape)
+
+
+def add_rms_norm_triton(resid: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
+                        out_dtype: torch.dtype):
+    """The pre-norm block seam in one pass: ``resid' = resid + delta`` (in resid's dtype) and
+    ``w ⊙ resid' / rms(resid')`` in ``out_dtype``. Returns ``(resid', normed)``, both new ``[..., d]`` tensors."""
+    shape, d = resid.shape, resid.shape[-1]
+    if delta.shape != shape or weight.numel() != d:
+        raise ValueError(f"add_rms_norm: resid {tuple(shape)}, delta {tuple(delta.shape)}, weight {weight.numel()}")
+    r2, d2 = _rows(resid, d), _rows(delta, d)
+    r_out = torch.empty(r2.shape, dtype=resid.dtype, device=resid.device)
+    out = torch.empty(r2.shape, dtype=out_dtype, device=resid.device)
+    block = triton.next_power_of_2(d)
+    _add_rms_norm_kernel[(r2.shape[0],)](r2, d2, weight.contiguous(), r_out, out, d, r2.stride(0), d2.stride(0),
+                                         r_out.stride(0), out.stride(0), eps, BLOCK=block,
+                                         num_warps=4 if block <= 1024 else 8)
+    return r_out.view(shape), out.view(shape)
