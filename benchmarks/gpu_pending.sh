@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements of benchmarks/README.md ("GPU runs of 2026-11-23"), as device calls of under 10 minutes
-# each; part 3 (fla's GLA anchor in the same run as ours) is still owed. Run from the repo root on the GPU
+# each; parts 3 (fla's GLA anchor in the same run as ours) and 6 are still owed. Run from the repo root on the GPU
 # machine, with the wheels of fla-core 0.6.0, flash-linear-attention 0.6.0 and transformers 5.23.0 carried in
 # .whl_ssm/ (see gpu_check_ssm.py):
 #
@@ -9,10 +9,11 @@
 #   bash benchmarks/gpu_pending.sh 3   # GLA-1.3B: ours vs fla's own generate, same prompts (fla autotunes minutes)
 #   bash benchmarks/gpu_pending.sh 4   # fused conv / norm kernels, prefill at N=32768, Mamba + Mamba-2 adapters
 #   bash benchmarks/gpu_pending.sh 5   # GLA-1.3B again (fused norms): speed, parity (the anchor needs part 3)
+#   bash benchmarks/gpu_pending.sh 6   # owed: SSD prefill tile tune, fused add+norm, Mamba / Mamba-2 re-timed
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 5}
+part=${1:?part 1 to 6}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -49,8 +50,14 @@ case $part in
     python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only parity_gla,speed_gla,profile --profile gla \
         --deadline 560 2>&1 | tail -60
     ;;
+6)
+    python3 benchmarks/ssd.py 2>&1 | tee "$out/ssd_tune.txt"
+    python3 benchmarks/ssm_fused.py 2>&1 | tee "$out/ssm_fused.txt"
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only parity_mamba,speed_mamba,speed_mamba2,profile \
+        --deadline 400 2>&1 | tail -80
+    ;;
 *)
-    echo "part must be 1 to 5" >&2
+    echo "part must be 1 to 6" >&2
     exit 2
     ;;
 esac

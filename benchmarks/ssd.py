@@ -1,0 +1,75 @@
+"""Mamba-2 SSD prefill kernel: tile configs of ``ssd_prefill_triton`` against the PyTorch chunked SSD.
+
+    python benchmarks/ssd.py                   # Mamba-2-130M widths (24 heads of 64, d_state 128), batch 32 x 1900
+    python benchmarks/ssd.py --B 8 --T 8192    # other shapes
+
+The default config (chunks of 32, whole head per program, 8 warps) ran 1.75-2.0 ms per layer on an H100 at
+batch 32 x 1900 = ~37 TFLOP/s: one 255-register program per SM walking 60 chunks in sequence, i.e. latency-bound
+(benchmarks/README.md). This times the alternatives that change that balance (half-head programs: twice the
+programs; 16-token chunks: shorter dependent chains; 4 warps) with every output checked against
+``scan.ssd_chunked`` in float32 first. The fastest config can be set with ``JRT_EVAL_SSD_CONFIG`` and then made
+the default in ``ssd_triton._default_config``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CONFIGS = [
+    {},  # the default
+    {"BLOCK_P": 32, "num_warps": 8}, {"BLOCK_P": 32, "num_warps": 4}, {"BT": 16, "num_warps": 4},
+    {"BT": 16, "BLOCK_P": 32, "num_warps": 4}, {"BT": 64, "num_warps": 8}, {"BLOCK_P": 16, "num_warps": 4},
+    {"num_stages": 1}, {"num_stages": 3},
+]
+
+
+def main(argv=None):
+    import triton
+
+    from jrt_eval.kernels.mamba import ssd_triton
+    from jrt_eval.kernels.mamba.scan import ssd_chunked
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--B", type=int, default=32)
+    ap.add_argument("--T", type=int, default=1900)
+    ap.add_argument("--configs", default=None, help="JSON list of config overrides (default: the list above)")
+    args = ap.parse_args(argv)
+    b, T, h, p, n = args.B, args.T, 24, 64, 128
+    g = torch.Generator(device="cuda").manual_seed(0)
+    rn = lambda *s: torch.randn(*s, device="cuda", generator=g)  # noqa: E731
+    x, dt, B, C = rn(b, T, h, p).bfloat16(), (rn(b, T, h) - 1).bfloat16(), rn(b, T, 1, n).bfloat16(), rn(b, T, 1, n).bfloat16()
+    A, D, dt_bias = -torch.rand(h, device="cuda", generator=g) * 4 - 0.5, rn(h), rn(h) * 0.5
+    k = min(b, 2)  # the float32 reference on a slice of the batch
+    want, want_s = ssd_chunked(x[:k].float(), dt[:k].float(), A, B[:k].float(), C[:k].float(), 256, D=D, dt_bias=dt_bias)
+    torch_ms = triton.testing.do_bench(lambda: ssd_chunked(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias),
+                                       warmup=5, rep=100, return_mode="median")
+    print(f"device {torch.cuda.get_device_name()} | triton {triton.__version__} | [{b}, {T}, {h}, {p}] d_state {n} bf16")
+    print(f"  torch ssd_chunked: {torch_ms:.3f} ms")
+    flops = 2 * b * T * h * (32 * n + 32 * p + 2 * p * n)  # per token: C·B over the chunk, the mix, C S and the update
+    for cfg in json.loads(args.configs) if args.configs else CONFIGS:
+        try:
+            y, s = ssd_triton.ssd_prefill_triton(x, dt, A, B, C, D=D, dt_bias=dt_bias, out_dtype=torch.float32,
+                                                 config=cfg)
+            err = max(((y[:k] - want).norm() / want.norm()).item(), ((s[:k] - want_s).norm() / want_s.norm()).item())
+            ms = triton.testing.do_bench(lambda: ssd_triton.ssd_prefill_triton(
+                x, dt, A, B, C, D=D, dt_bias=dt_bias, out_dtype=torch.float32, config=cfg),
+                warmup=5, rep=100, return_mode="median")
+        except Exception as exc:  # a config that does not compile or fit: say so, go on
+            print(f"  {json.dumps(cfg) or 'default'}: failed {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        k_ = ssd_triton.LAST_KERNEL
+        regs = f"regs {k_.n_regs} spills {k_.n_spills}" if k_ is not None and hasattr(k_, "n_regs") else ""
+        print(f"  {json.dumps(cfg) if cfg else 'default':45s} {ms:.3f} ms = {torch_ms / ms:.1f}x torch, "
+              f"{flops / ms / 1e9:.0f} TFLOP/s, err {err:.1e} {regs}")
+
+
+if __name__ == "__main__":
+    main()
