@@ -45,13 +45,16 @@ def main(argv=None):
     b, T, h, p, n = args.B, args.T, 24, 64, 128
     g = torch.Generator(device="cuda").manual_seed(0)
     rn = lambda *s: torch.randn(*s, device="cuda", generator=g)  # noqa: E731
-    x, dt, B, C = rn(b, T, h, p).bfloat16(), (rn(b, T, h) - 1).bfloat16(), rn(b, T, 1, n).bfloat16(), rn(b, T, 1, n).bfloat16()
+    x, dt = rn(b, T, h, p).bfloat16(), (rn(b, T, h) - 1).bfloat16()
+    B, C = rn(b, T, 1, n).bfloat16(), rn(b, T, 1, n).bfloat16()
     A, D, dt_bias = -torch.rand(h, device="cuda", generator=g) * 4 - 0.5, rn(h), rn(h) * 0.5
     k = min(b, 2)  # the float32 reference on a slice of the batch
-    want, want_s = ssd_chunked(x[:k].float(), dt[:k].float(), A, B[:k].float(), C[:k].float(), 256, D=D, dt_bias=dt_bias)
+    want, want_s = ssd_chunked(x[:k].float(), dt[:k].float(), A, B[:k].float(), C[:k].float(), 256, D=D,
+                               dt_bias=dt_bias)
     torch_ms = triton.testing.do_bench(lambda: ssd_chunked(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias),
                                        warmup=5, rep=100, return_mode="median")
-    print(f"device {torch.cuda.get_device_name()} | triton {triton.__version__} | [{b}, {T}, {h}, {p}] d_state {n} bf16")
+    print(f"device {torch.cuda.get_device_name()} | triton {triton.__version__} | [{b}, {T}, {h}, {p}] "
+          f"d_state {n} bf16")
     print(f"  torch ssd_chunked: {torch_ms:.3f} ms")
     flops = 2 * b * T * h * (32 * n + 32 * p + 2 * p * n)  # per token: C·B over the chunk, the mix, C S and the update
     for cfg in json.loads(args.configs) if args.configs else CONFIGS:

@@ -57,7 +57,8 @@ def main(argv=None):
         g = torch.Generator(device=dev).manual_seed(0)
         proj = torch.randn(B, T, width, device=dev, generator=g).to(dt)
         x = proj[..., start:start + C]
-        w, bias = (torch.randn(C, 4, device=dev, generator=g) * 0.5).to(dt), torch.randn(C, device=dev, generator=g).to(dt)
+        w = (torch.randn(C, 4, device=dev, generator=g) * 0.5).to(dt)
+        bias = torch.randn(C, device=dev, generator=g).to(dt)
         mask = torch.ones(B, T, dtype=torch.long, device=dev)
         for i in range(B):
             mask[i, : (i * T) // (2 * B)] = 0  # left padding, up to half the row
@@ -65,7 +66,8 @@ def main(argv=None):
         t_ref = bench(lambda: causal_conv1d_torch(x, w, bias, mask=mask))
         gbytes = 2 * B * T * C * x.element_size() / 1e9
         print(f"== {name}: prefill conv [{B}, {T}, {C}] bf16 (slice of a {width}-wide projection), mask, SiLU")
-        print(f"  torch (F.conv1d path)      {t_ref:.3f} ms  err {rel_err(causal_conv1d_torch(x[:2], w, bias, mask=mask[:2]), want):.1e}")
+        e_ref = rel_err(causal_conv1d_torch(x[:2], w, bias, mask=mask[:2]), want)
+        print(f"  torch (F.conv1d path)      {t_ref:.3f} ms  err {e_ref:.1e}")
         for cfg in (TUNE if args.tune else TUNE[:1]):
             y = causal_conv1d_triton(x, w, bias, mask=mask, config=cfg)
             t = bench(lambda: causal_conv1d_triton(x, w, bias, mask=mask, config=cfg))
@@ -116,8 +118,9 @@ def norms(B, T, bench):
             if label == "prefill":
                 t_t, t_k = bench(lambda: gated_rms_norm_torch(*args)), bench(lambda: gated_rms_norm_triton(*args))
             else:
-                t_t = triton.testing.do_bench_cudagraph(lambda: gated_rms_norm_torch(*args), rep=200, return_mode="median")
-                t_k = triton.testing.do_bench_cudagraph(lambda: gated_rms_norm_triton(*args), rep=200, return_mode="median")
+                graphed = triton.testing.do_bench_cudagraph
+                t_t = graphed(lambda: gated_rms_norm_torch(*args), rep=200, return_mode="median")
+                t_k = graphed(lambda: gated_rms_norm_triton(*args), rep=200, return_mode="median")
             nbytes = y.numel() * (y.element_size() + 2 + (2 if gated else 0))
             print(f"== norm {name} {label} {list(y.shape)}: torch {t_t * 1e3:.1f} us (err {e_t:.1e}), triton "
                   f"{t_k * 1e3:.1f} us (err {e_k:.1e}) = {t_t / t_k:.1f}x, {nbytes / t_k / 1e9:.2f} TB/s")

@@ -224,14 +224,14 @@ def _cases() -> dict:
         from .mamba import conv_triton
 
         b, c, k = 4, 1792, 4
-        conv_triton.conv_step_triton(torch.zeros(b, c, k - 1, dtype=dtype), rn(b, c, dtype=dtype), rn(c, k, dtype=dtype),
-                                     rn(c, dtype=dtype))
+        conv_triton.conv_step_triton(torch.zeros(b, c, k - 1, dtype=dtype), rn(b, c, dtype=dtype),
+                                     rn(c, k, dtype=dtype), rn(c, dtype=dtype))
 
     def gated_norm(dtype):  # Mamba-2-130M (gate first, 1536 channels, one group), GLA-1.3B (4 heads of 512)
         from .mamba import norm_triton
 
-        norm_triton.gated_rms_norm_triton(rn(2, 64, 1536), rn(2, 64, 3352, dtype=dtype)[..., :1536], rn(1536, dtype=dtype),
-                                          1e-5, 1, dtype)
+        norm_triton.gated_rms_norm_triton(rn(2, 64, 1536), rn(2, 64, 3352, dtype=dtype)[..., :1536],
+                                          rn(1536, dtype=dtype), 1e-5, 1, dtype)
         norm_triton.gated_rms_norm_triton(rn(2, 64, 2048, dtype=dtype), rn(2, 64, 2048, dtype=dtype),
                                           rn(512, dtype=dtype), 1e-6, 4, dtype, norm_first=True)
         norm_triton.add_rms_norm_triton(rn(2, 64, 768), rn(2, 64, 768, dtype=dtype), rn(768, dtype=dtype), 1e-5, dtype)

@@ -11,15 +11,16 @@ kernel, biases and ``dt_limit`` — all read from ``ssm_cfg`` with mamba_ssm's d
 is gate-then-norm = mamba_ssm's ``norm_before_gate=False`` (the released checkpoints); other variants
 (``norm_before_gate``, ``D_has_hdim``, ``d_ssm < d_inner``, no ``rmsnorm``) are refused by name.
 
-Compute paths (``impl``): ``"fast"`` (default) — our layer loop: the SSD prefill chunked in PyTorch one chunk
-at a time (``kernels/mamba/scan.py``: peak memory a few ``[b, heads, 256, 256]`` tensors, where transformers'
-fallback broadcasts a ``[b, chunks, 256, 256, heads, head_dim]`` product, ~96 GiB at batch 32 × 1900 tokens) or,
-with ``kernels="triton"`` on CUDA, in one Triton kernel (``kernels/mamba/ssd_triton.py``: state in registers,
-chunks on tensor cores) with a fused Triton decode step; LM head on the last position only; decode replayed as
-a CUDA graph on GPU. ``"hf"`` — transformers' own forward/cache. ``kernels``: ``"auto"`` (Triton on CUDA
-tensors, PyTorch elsewhere; on an H100 the Triton path generated 2.1-2.3x faster than the PyTorch one with the
-same greedy text, benchmarks/gpu_check_ssm.py) | ``"triton"`` | ``"torch"``. Both paths read x, B, C in the model dtype and keep the state in float32, so a
-prefill by one hands over to a decode by the other.
+Compute paths (``impl``): ``"fast"`` (default) — our layer loop. On CUDA (``kernels="auto"`` or ``"triton"``): the
+SSD prefill in one Triton kernel (``kernels/mamba/ssd_triton.py``: state in registers, chunks on tensor cores) and
+a fused Triton decode step, the causal conv and the norms in Triton too (``conv_triton.py``, ``norm_triton.py``;
+on an H100 this path generated 4.3-5.2x faster than the PyTorch one, the same greedy text on 97-100% of rows,
+benchmarks/gpu_check_ssm.py). With ``kernels="torch"`` and on CPU: the SSD chunked in PyTorch one chunk at a
+time (``kernels/mamba/scan.py``: peak memory a few ``[b, heads, 256, 256]`` tensors, where transformers'
+fallback broadcasts a ``[b, chunks, 256, 256, heads, head_dim]`` product, ~96 GiB at batch 32 × 1900 tokens).
+LM head on the last position only; decode replayed as a CUDA graph on GPU. ``"hf"`` — transformers' own
+forward/cache. Both kernel paths read x, B, C in the model dtype and keep the state in float32, so a prefill by
+one hands over to a decode by the other.
 Padding: pads are zeroed before the conv and get Δ = 0 (no decay, no input): left padding is exact.
 """
 from __future__ import annotations

@@ -17,7 +17,8 @@ def test_norm_first_matches_fla_reference_per_head():
     """GLA: a [V] weight shared by the heads, normalised per head, then silu(gate)."""
     g = torch.Generator().manual_seed(0)
     b, T, H, V = 2, 5, 3, 8
-    o, gate, w = torch.randn(b, T, H, V, generator=g), torch.randn(b, T, H * V, generator=g), torch.randn(V, generator=g)
+    o, gate = torch.randn(b, T, H, V, generator=g), torch.randn(b, T, H * V, generator=g)
+    w = torch.randn(V, generator=g)
     got = gated_rms_norm(o.reshape(b, T, H * V), gate, w, 1e-6, H, torch.float32, norm_first=True, backend="torch")
     want = R.gated_rms_norm_ref(o.double(), gate.view(b, T, H, V).double(), w.double(), 1e-6).reshape(b, T, H * V)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
@@ -72,7 +73,8 @@ _INTERPRETED = textwrap.dedent('''
     # the fused residual add + block norm: fp32 residual + bf16 block output, and a bf16 residual
     # (residual_in_fp32 off: the add rounds to bf16 before the norm, as the PyTorch add does)
     from jrt_eval.kernels.mamba.norm_triton import add_rms_norm_triton
-    for name, (rdt, d) in {"add_norm_fp32_resid": (torch.float32, 96), "add_norm_bf16_resid": (torch.bfloat16, 75)}.items():
+    for name, (rdt, d) in {"add_norm_fp32_resid": (torch.float32, 96),
+                           "add_norm_bf16_resid": (torch.bfloat16, 75)}.items():
         resid = torch.randn(3, 5, d, generator=g).to(rdt)
         delta = torch.randn(3, 5, d + 4, generator=g).bfloat16()[..., 2:2 + d]  # strided
         w = torch.randn(d, generator=g)

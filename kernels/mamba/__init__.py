@@ -4,8 +4,9 @@
 * ``scan.py`` — production PyTorch paths (CPU; GPU fallback): blocked selective scan, chunked SSD, chunked GLA.
 * ``selective_scan.py`` — Triton: Mamba-1 prefill scan and decode state update; ``ssd_triton.py`` — Triton:
   Mamba-2 (SSD) prefill and decode step; ``conv_triton.py`` — Triton: the causal conv (+ SiLU, mask) of both, and
-  its decode step; ``norm_triton.py`` — Triton: the gated RMSNorm of Mamba-2 and GLA; ``gla_triton.py`` — Triton: GLA decode step (imported lazily; they need ``triton``, which the
-  CPU install does not have).
+  its decode step; ``norm_triton.py`` — Triton: the gated RMSNorm of Mamba-2 and GLA, the block RMSNorm and the
+  residual add fused with it; ``gla_triton.py`` — Triton: GLA decode step (imported lazily; they need ``triton``,
+  which the CPU install does not have).
 * GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
   0.6.0) is installed.
 
@@ -25,8 +26,9 @@ from .scan import (
     ssd_chunked, ssd_step_torch,
 )
 
-__all__ = ["add_rms_norm", "causal_conv1d", "conv_step", "conv_tail", "fla_usable", "gated_rms_norm", "gla_chunked", "gla_prefill", "gla_step", "selective_scan_fn",
-           "selective_state_update", "ssd_chunked", "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
+__all__ = ["add_rms_norm", "causal_conv1d", "conv_step", "conv_tail", "fla_usable", "gated_rms_norm", "gla_chunked",
+           "gla_prefill", "gla_step", "selective_scan_fn", "selective_state_update", "ssd_chunked", "ssd_prefill",
+           "ssd_step", "ssd_step_torch", "triton_usable"]
 
 
 @functools.lru_cache(maxsize=None)
