@@ -39,7 +39,7 @@ from .hazy_layers import (
     rope_inv_freq,
 )
 from .hub import CheckpointError, check_keys, checkpoint_dir, override_config, read_config, read_state_dict
-from .ssm_common import RecurrentLM, _export, _StepGraph, autocast_state
+from .ssm_common import RecurrentLM, _export, _StepGraph
 
 log = logging.getLogger("jrt_eval")
 
@@ -502,28 +502,19 @@ class HazyGPT(RecurrentLM):
 
     def _step(self, ids: torch.Tensor, cache: HazyCache) -> torch.Tensor:
         cache.check_position(self.spec.n_positions)  # host side: nothing in the step reads the device
-        need = cache.filled + 1  # full-attention columns after this step
-        runner = cache._runner
-        logits = None
-        if self._graphable(ids):
-            auto = autocast_state(ids.device.type)
-            if runner is not None and (runner.autocast != auto or (cache.kv_layers and cache.capacity < need)):
-                cache._unbind()  # autocast changed, or the graph's KV buffers are full: another graph
-                runner = None
-            if runner is None:
-                runner = self._graph_for(cache, auto)  # None: the capture failed (RecurrentLM._new_graph)
-                if runner is not None:
-                    runner.bind(cache)
-            if runner is not None:
-                logits = runner.run(ids, cache)
-        if logits is None:
-            if cache._runner is not None:
-                cache._unbind()
-            if cache.kv_layers and cache.capacity < need:
-                cache.grow(self._kv_capacity_for(cache))
-            logits = self._step_core(ids, cache.layers, need if cache.kv_layers else None)
+        logits = super()._step(ids, cache)  # graphed (RecurrentLM) or _eager_step
         cache.advance()
         return logits
+
+    def _graph_fits(self, cache: HazyCache) -> bool:
+        """The bound graph's full-attention buffers have a column for the next token."""
+        return not cache.kv_layers or cache.capacity > cache.filled
+
+    def _eager_step(self, ids: torch.Tensor, cache: HazyCache) -> torch.Tensor:
+        need = cache.filled + 1  # full-attention columns after this step
+        if cache.kv_layers and cache.capacity < need:
+            cache.grow(self._kv_capacity_for(cache))
+        return self._step_core(ids, cache.layers, need if cache.kv_layers else None)
 
     def _kv_capacity_for(self, cache: HazyCache) -> int:
         """Full-attention columns to allocate: the next step's, or the reserved ones, rounded up to ``KV_BUCKET``."""

@@ -350,14 +350,18 @@ class RecurrentLM(nn.Module):
 
     def _step(self, input_ids: torch.Tensor, cache: StateCache) -> torch.Tensor:
         if self._graphable(input_ids):
-            if cache._runner is not None and cache._runner.autocast != autocast_state(input_ids.device.type):
-                cache._unbind()  # stepped before under another autocast state: that graph's kernels do not apply
-            graph = cache._runner if cache._runner is not None else self._graph_for(cache)
+            auto = autocast_state(input_ids.device.type)
+            if cache._runner is not None and (cache._runner.autocast != auto or not self._graph_fits(cache)):
+                cache._unbind()  # another autocast state (the graph's kernels do not apply) or buffers too small
+            graph = cache._runner if cache._runner is not None else self._graph_for(cache, auto)
             if graph is not None:  # None: the capture failed, decode eagerly (_new_graph)
                 graph.bind(cache)
                 return graph.run(input_ids, cache)
         if cache._runner is not None:
             cache._unbind()
+        return self._eager_step(input_ids, cache)
+
+    def _eager_step(self, input_ids: torch.Tensor, cache: StateCache) -> torch.Tensor:
         return self._step_core(input_ids, cache.layers).float()
 
     # --- CUDA graphs
@@ -368,15 +372,20 @@ class RecurrentLM(nn.Module):
             return True
         return bool(self.cuda_graphs) and input_ids.is_cuda and not torch.cuda.is_current_stream_capturing()
 
-    def _graph_for(self, cache: StateCache) -> Optional[_StepGraph]:
+    def _graph_fits(self, cache: StateCache) -> bool:
+        """Whether the graph ``cache`` is bound to can take its next step (fixed-size states: always)."""
+        return True
+
+    def _graph_for(self, cache: StateCache, auto: tuple) -> Optional[_StepGraph]:
+        """The graph for an unbound cache under autocast state ``auto`` (captured on first use)."""
         batch = next(iter(cache.layers[0].values())).shape[0]
         device = next(self.parameters()).device
-        key = (batch, next(self.parameters()).dtype, device, autocast_state(device.type))
+        key = (batch, next(self.parameters()).dtype, device, auto)
         graph = self._graphs.get(key)
         if graph is None:
             while len(self._graphs) >= self.MAX_GRAPHS:
                 self._graphs.pop(next(iter(self._graphs))).release()
-            graph = self._new_graph(cache.layers, batch, device, key[3])
+            graph = self._new_graph(cache.layers, batch, device, auto)
             if graph is not None:
                 self._graphs[key] = graph
         return graph
