@@ -28,6 +28,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+from jrt_eval.kernels.mamba import add_rms_norm, gated_rms_norm
+
 from .hub import CheckpointError, check_keys
 
 log = logging.getLogger("jrt_eval")
@@ -121,26 +123,13 @@ def meta_shapes(module_cls, config) -> dict:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype=None, backend: str = "torch") -> torch.Tensor:
     """``w ⊙ x / sqrt(mean(x²) + eps)`` in float32, cast to ``out_dtype`` (default: the weight's dtype).
-    ``backend`` "auto" on CUDA, or "triton": one fused Triton pass (kernels/mamba/norm_triton.py, no gate)."""
-    if backend == "triton" or (backend == "auto" and x.is_cuda):
-        from jrt_eval.kernels.mamba import gated_rms_norm
-
+    Another ``backend`` ("auto", "triton") goes through the kernels' dispatcher: one Triton pass on CUDA
+    (kernels/mamba/norm_triton.py), the same PyTorch math elsewhere."""
+    if backend != "torch":
         return gated_rms_norm(x, None, weight, eps, 1, out_dtype or weight.dtype, norm_first=True, backend=backend)
     xf = x.float()
     y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
     return y.to(out_dtype or weight.dtype)
-
-
-def add_rms_norm(resid: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype,
-                 backend: str = "torch"):
-    """``resid + delta`` (in resid's dtype) and its RMSNorm in ``out_dtype``: the seam between pre-norm blocks.
-    ``backend`` "auto" on CUDA, or "triton": one Triton pass for both (norm_triton.add_rms_norm_triton)."""
-    if backend == "triton" or (backend == "auto" and resid.is_cuda):
-        from jrt_eval.kernels.mamba import add_rms_norm as fused
-
-        return fused(resid, delta, weight, eps, out_dtype, backend=backend)
-    resid = resid + delta
-    return resid, rms_norm(resid, weight, eps, out_dtype)
 
 
 def as_mask(attention_mask: Optional[torch.Tensor], input_ids: torch.Tensor) -> Optional[torch.Tensor]:
@@ -314,6 +303,7 @@ class RecurrentLM(nn.Module):
         return rms_norm(x, weight, eps, out_dtype, backend=self.norm_backend)
 
     def _add_rms_norm(self, resid, delta, weight, eps: float, out_dtype):
+        """``(resid + delta, its RMSNorm)``: the seam between pre-norm blocks (one Triton pass on CUDA)."""
         return add_rms_norm(resid, delta, weight, eps, out_dtype, backend=self.norm_backend)
 
     # --- to implement
