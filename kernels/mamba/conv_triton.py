@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .selective_scan import _last_contiguous
+
 
 @triton.jit
 def _causal_conv1d_kernel(x_ptr, w_ptr, bias_ptr, mask_ptr, y_ptr, T, C, sx_b, sx_t, sy_b, sy_t, sm_b,
@@ -81,10 +83,6 @@ def _conv_step_kernel(state_ptr, x_ptr, w_ptr, bias_ptr, y_ptr, C, ss_b, ss_c, s
     tl.store(state_ptr + b * ss_b + c[:, None] * ss_c + j[None, :], shifted, mask=ok)
 
 
-def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def causal_conv1d_triton(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                          activation: bool = True, mask: Optional[torch.Tensor] = None,
                          config: Optional[dict] = None) -> torch.Tensor:
@@ -92,7 +90,7 @@ def causal_conv1d_triton(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
     ``[b, T, c]`` contiguous in x's dtype."""
     b, T, C = x.shape
     K = weight.shape[-1]
-    x = _last_dim_contiguous(x)
+    x = _last_contiguous(x)
     weight = weight.contiguous()
     # H100, batch 32 x 1900 tokens (benchmarks/ssm_fused.py --tune): 16 x 128 tiles, 4 warps, fastest at Mamba-2's
     # 1792 channels (0.33 ms vs 0.41 for 16 x 256 / 8 warps), within 3% of the best at Mamba's 1536; 106 registers
@@ -119,7 +117,7 @@ def conv_step_triton(state: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     if state.shape != (b, C, K - 1) or state.stride(-1) != 1:
         raise ValueError(f"conv state must be [b, c, k-1] = {(b, C, K - 1)} with a contiguous last dim, "
                          f"got {tuple(state.shape)} strides {state.stride()}")
-    x = _last_dim_contiguous(x)
+    x = _last_contiguous(x)
     weight = weight.contiguous()
     y = torch.empty(b, C, dtype=out_dtype or x.dtype, device=x.device)
     BC = 256

@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .selective_scan import _last_contiguous
+
 
 @triton.jit
 def _gated_rms_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, GS, sy, sz, so, w_group_stride, eps,
@@ -68,8 +70,7 @@ def _add_rms_norm_kernel(r_ptr, d_ptr, w_ptr, r_out_ptr, out_ptr, D, sr, sd, sro
 
 def _rows(t: torch.Tensor, d: int) -> torch.Tensor:
     """``t [..., d]`` as a 2-D ``[rows, d]`` view with channel stride 1 (a copy only where no such view exists)."""
-    t = t.reshape(-1, d)
-    return t if t.stride(-1) == 1 else t.contiguous()
+    return _last_contiguous(t.reshape(-1, d))
 
 
 def gated_rms_norm_triton(y: torch.Tensor, z: Optional[torch.Tensor], weight: torch.Tensor, eps: float,

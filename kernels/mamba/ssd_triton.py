@@ -54,7 +54,7 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from .selective_scan import _softplus
+from .selective_scan import _last_contiguous, _softplus
 
 _LOG2E = 1.4426950408889634
 
@@ -231,10 +231,6 @@ def _default_config(p: int, dtype: torch.dtype) -> dict:
 
 LAST_KERNEL = None  # the compiled prefill kernel of the last launch (benchmarks read n_regs / n_spills)
 _FITS: dict = {}  # (device, dtype, p, n, config) -> the (BT, BLOCK_P, num_warps, num_stages) that launched
-
-
-def _last_contiguous(t):
-    return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
 def _param(t):
