@@ -193,7 +193,8 @@ class HFCache:
 
 class MambaBackboneLM(RecurrentLM):
     """Shared by Mamba and Mamba-2: transformers' modules hold the weights (``self.hf``); ``impl="fast"`` runs
-    our layer loop (each family's ``_mixer`` / ``_step_core``), ``impl="hf"`` transformers' own forward and cache."""
+    our layer loop (``_blocks``) around each family's ``_mixer`` (prefill) / ``_mixer_step`` (one decode token),
+    ``impl="hf"`` transformers' own forward and cache."""
 
     FP32_PARAMS: tuple = ()  # parameter-name suffixes kept float32 under a half-precision model
 
@@ -211,22 +212,36 @@ class MambaBackboneLM(RecurrentLM):
             out = self.hf(input_ids=input_ids, attention_mask=mask, use_cache=want_state,
                           logits_to_keep=1 if last_only else 0)
             return out.logits, (HFCache(out.cache_params) if want_state else None)
+        states = []
+
+        def mixer(i, m, h):
+            out, st = self._mixer(m, h, mask, want_state)
+            states.append(st)
+            return out
+
+        return self._blocks(input_ids, mixer, last_only), states
+
+    def _step_core(self, ids, layers):
+        return self._blocks(ids, lambda i, m, h: self._mixer_step(m, h, layers[i])).float()
+
+    def _blocks(self, ids, mixer, last_only: bool = False):
+        """The pre-norm residual stack shared by prefill and decode: ``mixer(i, block's mixer, normed input)``
+        gives each block's output; each residual add is fused with the norm after it (the next block's, the final
+        one after the last block). ``last_only``: the last block's add, the final norm and the head on the last
+        position only. Returns the head's logits."""
         bb, s = self.hf.backbone, self.spec
         dtype = bb.embeddings.weight.dtype
-        resid = bb.embeddings(input_ids)
+        resid = bb.embeddings(ids)
         resid = resid.float() if s.residual_in_fp32 else resid
         h = self._rms_norm(resid, bb.layers[0].norm.weight, s.eps, dtype)
-        states = []
         for i, blk in enumerate(bb.layers):
-            out, st = self._mixer(blk.mixer, h, mask, want_state)
-            states.append(st)
+            out = mixer(i, blk.mixer, h)
             last = i + 1 == len(bb.layers)
             if last and last_only:
                 resid, out = resid[:, -1:], out[:, -1:]
-            # resid + out, then the next block's norm (the final norm after the last block), in one pass
             nxt = bb.norm_f.weight if last else bb.layers[i + 1].norm.weight
             resid, h = self._add_rms_norm(resid, out, nxt, s.eps, dtype)
-        return self.hf.lm_head(h), states
+        return self.hf.lm_head(h)
 
     def _step(self, input_ids, cache):
         if isinstance(cache, HFCache):
@@ -264,24 +279,17 @@ class MambaLM(MambaBackboneLM):
         state = {"conv": conv_tail(x, s.d_conv, mask), "ssm": h_last.contiguous()} if want_state else None
         return m.out_proj(y), state
 
-    def _step_core(self, ids, layers):
-        bb, s = self.hf.backbone, self.spec
-        dtype = bb.embeddings.weight.dtype
-        resid = bb.embeddings(ids)
-        resid = resid.float() if s.residual_in_fp32 else resid
-        h = self._rms_norm(resid, bb.layers[0].norm.weight, s.eps, dtype)
-        for i, (blk, st) in enumerate(zip(bb.layers, layers)):
-            m = blk.mixer
-            xz = m.in_proj(h)
-            x, z = xz[:, : s.d_inner], xz[:, s.d_inner:]
-            xc = conv_step(st["conv"], x, m.conv1d.weight[:, 0], m.conv1d.bias, out_dtype=dtype, backend=self.kernels)
-            dt_low, B, C = torch.split(m.x_proj(xc), [s.dt_rank, s.d_state, s.d_state], dim=-1)
-            dt = F.linear(dt_low, m.dt_proj.weight)
-            y = selective_state_update(st["ssm"], xc, dt, -torch.exp(m.A_log.float()), B, C, D=m.D.float(), z=z,
-                                       dt_bias=m.dt_proj.bias.float(), backend=self.kernels)
-            nxt = bb.norm_f.weight if i + 1 == len(bb.layers) else bb.layers[i + 1].norm.weight
-            resid, h = self._add_rms_norm(resid, m.out_proj(y.to(dtype)), nxt, s.eps, dtype)
-        return self.hf.lm_head(h).float()
+    def _mixer_step(self, m, h, st):
+        """One token through a mixer; ``st`` (conv window, SSM state) updated in place."""
+        s = self.spec
+        xz = m.in_proj(h)
+        x, z = xz[:, : s.d_inner], xz[:, s.d_inner:]
+        xc = conv_step(st["conv"], x, m.conv1d.weight[:, 0], m.conv1d.bias, out_dtype=h.dtype, backend=self.kernels)
+        dt_low, B, C = torch.split(m.x_proj(xc), [s.dt_rank, s.d_state, s.d_state], dim=-1)
+        dt = F.linear(dt_low, m.dt_proj.weight)
+        y = selective_state_update(st["ssm"], xc, dt, -torch.exp(m.A_log.float()), B, C, D=m.D.float(), z=z,
+                                   dt_bias=m.dt_proj.bias.float(), backend=self.kernels)
+        return m.out_proj(y.to(h.dtype))
 
 
 # ===================================================================================== loading

@@ -234,28 +234,19 @@ class Mamba2LM(MambaBackboneLM):
         state = {"conv": conv_tail(xBC, s.d_conv, mask), "ssm": S.float().contiguous()} if want_state else None
         return m.out_proj(y), state
 
-    def _step_core(self, ids, layers):
-        bb, s = self.hf.backbone, self.spec
-        dtype = bb.embeddings.weight.dtype
-        Bn, G, H, P, N = ids.shape[0], s.ngroups, s.nheads, s.headdim, s.d_state
-        resid = bb.embeddings(ids)
-        resid = resid.float() if s.residual_in_fp32 else resid
-        h = self._rms_norm(resid, bb.layers[0].norm.weight, s.eps, dtype)
-        for i, (blk, st) in enumerate(zip(bb.layers, layers)):
-            m = blk.mixer
-            z, xBC, dt = torch.split(m.in_proj(h), [s.d_inner, s.conv_dim, s.nheads], dim=-1)
-            # x, B, C in the model dtype: the prefill scan reads them in the model dtype too
-            xc = conv_step(st["conv"], xBC, m.conv1d.weight[:, 0], m.conv1d.bias, out_dtype=dtype,
-                           backend=self.kernels)
-            x, B, C = torch.split(xc, [s.d_inner, G * N, G * N], dim=-1)
-            y = ssd_step(st["ssm"], x.view(Bn, H, P), dt, -torch.exp(m.A_log.float()),
-                         B.view(Bn, G, N), C.view(Bn, G, N), D=m.D.float(),
-                         dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit, backend=self.kernels,
-                         out_dtype=torch.float32)
-            y = gated_rms_norm(y.reshape(Bn, s.d_inner), z, m.norm.weight, s.eps, G, dtype, backend=self.kernels)
-            nxt = bb.norm_f.weight if i + 1 == len(bb.layers) else bb.layers[i + 1].norm.weight
-            resid, h = self._add_rms_norm(resid, m.out_proj(y), nxt, s.eps, dtype)
-        return self.hf.lm_head(h).float()
+    def _mixer_step(self, m, h, st):
+        """One token through a mixer; ``st`` (conv window, SSM state) updated in place."""
+        s = self.spec
+        Bn, G, H, P, N = h.shape[0], s.ngroups, s.nheads, s.headdim, s.d_state
+        z, xBC, dt = torch.split(m.in_proj(h), [s.d_inner, s.conv_dim, s.nheads], dim=-1)
+        # x, B, C in the model dtype: the prefill scan reads them in the model dtype too
+        xc = conv_step(st["conv"], xBC, m.conv1d.weight[:, 0], m.conv1d.bias, out_dtype=h.dtype, backend=self.kernels)
+        x, B, C = torch.split(xc, [s.d_inner, G * N, G * N], dim=-1)
+        y = ssd_step(st["ssm"], x.view(Bn, H, P), dt, -torch.exp(m.A_log.float()), B.view(Bn, G, N),
+                     C.view(Bn, G, N), D=m.D.float(), dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit,
+                     backend=self.kernels, out_dtype=torch.float32)
+        y = gated_rms_norm(y.reshape(Bn, s.d_inner), z, m.norm.weight, s.eps, G, h.dtype, backend=self.kernels)
+        return m.out_proj(y)
 
 
 # ===================================================================================== loading
