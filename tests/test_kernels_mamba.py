@@ -17,7 +17,6 @@ from jrt_eval.kernels.mamba import scan as S
 from interpreted import run_interpreted  # tests/interpreted.py
 
 
-
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 
@@ -171,14 +170,9 @@ def test_step_dispatchers_torch_path():
 # ----------------------------------------------------------------------------------- Triton, interpreted
 _INTERPRETED = textwrap.dedent('''
     import json, sys, torch
-    # Triton 3.6's interpreter converts a runtime loop bound with int(np.array([n])), which NumPy 2 rejects
-    # ("only 0-dimensional arrays ..."); read the element instead. Test-side shim: the kernels are unchanged.
-    import triton.runtime.interpreter as interp
-    _orig = interp._patch_lang_tensor
-    def _patched(tensor, scope):
-        _orig(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-    interp._patch_lang_tensor = _patched
+    from jrt_eval.kernels.based import interpreter_compat
+    interpreter_compat.patch()  # NumPy 2 vs the interpreter's runtime loop bounds (kernels unchanged)
+    from interpreted import greedy_decode_errors
 
     from jrt_eval.kernels.mamba import reference as R
     from jrt_eval.kernels.mamba.selective_scan import selective_scan_triton, selective_state_update_triton
@@ -229,22 +223,10 @@ _INTERPRETED = textwrap.dedent('''
     ids, m = left_pad([list(range(100, 112)), list(range(7, 10))], 0)
     keep = m.bool()
     out["mamba_model_forward"] = err(t(ids, m)[keep], a(ids, m)[keep])
-    la, ca = a.prefill(ids, m); lt, ct = t.prefill(ids, m)
-    worst = err(lt, la)
-    for _ in range(2):
-        nxt = la.argmax(-1)
-        la, lt = a.step(nxt, ca), t.step(nxt, ct)
-        worst = max(worst, err(lt, la))
-    out["mamba_model_decode"] = worst
+    out["mamba_model_decode"] = max(greedy_decode_errors(a, t, ids, m, 2, err))
     gla.write_tiny_checkpoint(folder + "/g", seed=1, num_hidden_layers=2)
     a, t = gla.load_model(folder + "/g", kernels="torch"), gla.load_model(folder + "/g", kernels="triton")
-    la, ca = a.prefill(ids, m); lt, ct = t.prefill(ids, m)
-    worst = 0.0
-    for _ in range(2):
-        nxt = la.argmax(-1)
-        la, lt = a.step(nxt, ca), t.step(nxt, ct)
-        worst = max(worst, err(lt, la))
-    out["gla_model_decode"] = worst
+    out["gla_model_decode"] = greedy_decode_errors(a, t, ids, m, 2, err)[1]
     print("RESULT " + json.dumps(out))
 ''')
 

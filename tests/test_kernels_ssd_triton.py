@@ -123,10 +123,7 @@ _INTERPRETED = textwrap.dedent('''
     out = {}
     INF = float("inf")
 
-    def err(a, b):  # max error relative to the largest reference value
-        a, b = a.double(), b.double()
-        assert not torch.isnan(a).any(), "NaN (unwritten element?)"
-        return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+    from interpreted import greedy_decode_errors, rel_max_err as err
 
     def strided(seed, b, T, H, P, N, G, dtype=torch.float32):
         """x, B, C as views of one conv-output-like tensor and dt a view of a projection (last dim contiguous)."""
@@ -239,13 +236,7 @@ _INTERPRETED = textwrap.dedent('''
         ids, m = left_pad([list(range(100, 171)), list(range(7, 10)), list(range(300, 340))], 0)
         keep = m.bool()
         out[f"model.{tag}.forward"] = err(t(ids, m)[keep], a(ids, m)[keep])
-        la, ca = a.prefill(ids, m); lt, ct = t.prefill(ids, m)
-        worst = err(lt, la)
-        for _ in range(3):
-            nxt = la.argmax(-1)
-            la, lt = a.step(nxt, ca), t.step(nxt, ct)
-            worst = max(worst, err(lt, la))
-        out[f"model.{tag}.decode"] = worst
+        out[f"model.{tag}.decode"] = max(greedy_decode_errors(a, t, ids, m, 3))
     print("RESULT " + json.dumps(out))
 ''')
 
