@@ -172,9 +172,7 @@ def left_padded_batch(batch, lengths, vocab, device, seed):
 @section("kernels")
 def check_kernels(dev, smoke):
     """Our Triton kernels (or the torch paths on CPU) vs float64 references, real widths."""
-    from jrt_eval.kernels.mamba import (
-        gla_prefill, gla_step, selective_scan_fn, selective_state_update, ssd_step, triton_usable,
-    )
+    from jrt_eval.kernels.mamba import gla_step, selective_scan_fn, selective_state_update, ssd_step, triton_usable
 
     g = torch.Generator(device=dev).manual_seed(0)
     b, T, d, n = (2, 40, 24, 16) if smoke else (4, 1000, 1536, 16)
@@ -389,19 +387,17 @@ def check_parity_mamba(dev, smoke):
         if dev.type == "cuda":
             half = _mamba_model(family, cfg, dev, torch.bfloat16)
             record(f"parity.{family}.fast_bf16_vs_fp32", diff(half(ids, mask)[keep], fast(ids, mask)[keep]))
-            del half
-            if family == "mamba2":  # the Triton SSD kernels (the CUDA default), whole model, vs the torch path
+            if family == "mamba2":
+                # on CUDA ``fast`` and ``half`` run the Triton SSD (the default): fp32 against the PyTorch SSD path,
+                # and the bf16 decode and padding checks (the fp32 ones are fast's, above)
                 want = _mamba_model(family, cfg, dev, torch.float32, kernels="torch")(ids, mask)[keep]
-                for dt in (torch.float32, torch.bfloat16):
-                    tri = _mamba_model(family, cfg, dev, dt, kernels="triton")
-                    name = str(dt)[6:]
-                    record(f"parity.mamba2.triton_{name}_vs_torch_fp32", diff(tri(ids, mask)[keep], want))
-                    record(f"parity.mamba2.triton_{name}.decode_vs_forward", decode_parity(tri, ids1, 7, 9),
-                           "Triton prefill + Triton step (CUDA graph)")
-                    worst, same = padding_parity(tri, 50277, dev)
-                    record(f"parity.mamba2.triton_{name}.padded_vs_alone", worst)
-                    record(f"parity.mamba2.triton_{name}.padded_vs_alone.greedy_identical", same)
-                    del tri
+                record("parity.mamba2.triton_float32_vs_torch_fp32", diff(fast(ids, mask)[keep], want))
+                record("parity.mamba2.triton_bfloat16.decode_vs_forward", decode_parity(half, ids1, 7, 9),
+                       "Triton prefill + Triton step (CUDA graph)")
+                worst, same = padding_parity(half, 50277, dev)
+                record("parity.mamba2.triton_bfloat16.padded_vs_alone", worst)
+                record("parity.mamba2.triton_bfloat16.padded_vs_alone.greedy_identical", same)
+            del half
         del fast
 
 
@@ -481,6 +477,12 @@ def bench_hf_generate(hf_model, ids, mask, new_tokens):
     return time.perf_counter() - t, out[:, ids.shape[1]:].tolist()
 
 
+def speed_prompts(vocab, batch, L, dev):
+    """The speed runs' prompts: ``batch`` random rows of ``L`` tokens, seeded by ``L``, no padding."""
+    ids = torch.randint(0, vocab, (batch, L), generator=torch.Generator().manual_seed(L)).to(dev)
+    return ids, torch.ones_like(ids)
+
+
 def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dtypes):
     B, NEW = (4, 6) if smoke else (32, 48)
     lengths = (40, 80) if smoke else (950, 1900)
@@ -496,9 +498,7 @@ def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dt
     for L in lengths:
         if not need(30, f"speed.{family}.L{L}"):
             continue
-        gen = torch.Generator().manual_seed(L)
-        ids = torch.randint(0, vocab, (B, L), generator=gen).to(dev)
-        mask = torch.ones_like(ids)
+        ids, mask = speed_prompts(vocab, B, L, dev)
         ref_tokens = None
         SPEED_INPUTS[(family, L)] = (ids, mask)
         if dev.type == "cuda" and L in fp32_lengths and need(40, f"speed.{family}.L{L}.fp32"):
@@ -613,8 +613,7 @@ def check_anchor_gla(dev, smoke, lengths=(1900,)):
             continue
         ours = _gla_model(GLA_13B, dev, torch.bfloat16)
         if ("gla", L) not in SPEED_INPUTS:  # run alone (without speed_gla): the same prompts, ours timed here
-            ids = torch.randint(0, 32000, (32, L), generator=torch.Generator().manual_seed(L)).to(dev)
-            SPEED_INPUTS[("gla", L)] = (ids, torch.ones_like(ids))
+            SPEED_INPUTS[("gla", L)] = speed_prompts(family_config("gla", smoke)[1], 32, L, dev)
             t, SPEED_TOKENS[("gla", L, "bfloat16")] = bench_ours(ours, *SPEED_INPUTS[("gla", L)], 48, reps=2)
             record(f"speed.gla.L{L}.ours_bfloat16_s_per_batch", round(t, 3), f"{32 / t:.1f} prompts/s")
         ids, mask = SPEED_INPUTS[("gla", L)]
