@@ -10,10 +10,11 @@
 #   bash benchmarks/gpu_pending.sh 4   # fused conv / norm kernels, prefill at N=32768, Mamba + Mamba-2 adapters
 #   bash benchmarks/gpu_pending.sh 5   # GLA-1.3B again (fused norms): speed, parity (the anchor needs part 3)
 #   bash benchmarks/gpu_pending.sh 6   # owed: SSD prefill tile tune, fused add+norm, Mamba / Mamba-2 re-timed
+#   bash benchmarks/gpu_pending.sh 7   # Based kernel variants (xt / zdot / pq): prefill and state-pass tunes
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 6}
+part=${1:?part 1 to 7}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -54,10 +55,14 @@ case $part in
     python3 benchmarks/ssd.py 2>&1 | tee "$out/ssd_tune.txt"
     python3 benchmarks/ssm_fused.py 2>&1 | tee "$out/ssm_fused.txt"
     python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only parity_mamba,speed_mamba,speed_mamba2,profile \
-        --deadline 400 2>&1 | tail -80
+        --deadline 330 2>&1 | tail -80
+    ;;
+7)
+    python3 benchmarks/prefill.py --tune --N 32768 --B 16 --best-out "$out/best_based_config.json" 2>&1 | tee "$out/tune.txt"
+    python3 benchmarks/prefill.py --tune-state --N 32768 --B 16 2>&1 | tee "$out/tune_state.txt"
     ;;
 *)
-    echo "part must be 1 to 6" >&2
+    echo "part must be 1 to 7" >&2
     exit 2
     ;;
 esac

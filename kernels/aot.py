@@ -8,8 +8,9 @@ resource usage (registers, spill stack, shared memory) and instruction mix from 
 
 Uses: CI proves on CPU that every kernel still compiles for Hopper (the interpreter tests check the
 math, not the compiled code path), and ``benchmarks/compile_stats.py`` ranks tile configs by
-registers and spills before device time is spent. Integer arguments are compiled without Triton's
-value specialisation (== 1, divisible by 16), so the code can differ slightly from a real launch.
+registers and spills before device time is spent. Arguments are specialised as Triton's launcher does
+(aligned pointers and integers divisible by 16 carry ``tt.divisibility``, an integer equal to 1 becomes a
+constant), so the code is the one a launch of the same shapes compiles.
 """
 from __future__ import annotations
 
@@ -84,16 +85,35 @@ def source_of(launch: Launch):
     for name, p in params.items():  # defaults of unpassed constexprs
         if name not in bound and p.default is not inspect.Parameter.empty:
             bound[name] = p.default
-    constexpr_names = {p.name for p in jit.params if p.is_constexpr}
-    signature, constexprs = {}, {}
-    for name in names:
+    kparams = {p.name: p for p in jit.params}
+    signature, constexprs, attrs = {}, {}, {}
+    for i, name in enumerate(names):
         value = bound[name]
-        if name in constexpr_names or value is None:
+        if kparams[name].is_constexpr or value is None:
             signature[name] = "constexpr"
             constexprs[name] = value
-        else:
-            signature[name] = _arg_type(value)
-    return ASTSource(fn=jit, signature=signature, constexprs=constexprs), options
+            continue
+        signature[name] = _arg_type(value)
+        spec = _specialization(value, kparams[name])
+        if spec == "one":  # a real launch compiles an int argument equal to 1 as a constant
+            signature[name] = "constexpr"
+            constexprs[name] = 1
+        elif spec == "D":  # pointer 16-byte aligned / int divisible by 16: vectorised loads, as launched
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    return ASTSource(fn=jit, signature=signature, constexprs=constexprs, attrs=attrs), options
+
+
+def _specialization(value, param) -> str:
+    """What Triton's launcher would specialise ``value`` to: "one", "D" (divisible by 16) or ""."""
+    if isinstance(value, bool) or isinstance(value, float) or param.do_not_specialize:
+        return ""
+    if isinstance(value, int):
+        if value == 1:
+            return "one"
+        return "D" if value % 16 == 0 and not param.do_not_specialize_on_alignment else ""
+    if isinstance(value, torch.Tensor):
+        return "D" if value.data_ptr() % 16 == 0 and not param.do_not_specialize_on_alignment else ""
+    return ""
 
 
 def _tool(name: str) -> str:

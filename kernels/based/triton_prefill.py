@@ -90,6 +90,65 @@ def _sel_tables(F: tl.constexpr, SEL_DTYPE: tl.constexpr, TRANS: tl.constexpr):
 
 
 @triton.jit
+def _sel_tables_pq(F: tl.constexpr, SEL_DTYPE: tl.constexpr, TRANS: tl.constexpr):
+    """The selections of _sel_tables merged per block so that one matmul yields both factors of every
+    feature column (PQ option): plain [16, 2n] with P and Q of column j at columns 2j, 2j+1 (adjacent
+    accumulator registers of one thread, so the split after the matmul moves no data); transposed
+    [2n, 16] with P stacked over Q (rows j and n + j sit in the same thread's registers). Biases of
+    block X come interleaved / stacked the same way."""
+    rows = tl.arange(0, F)
+    if TRANS:
+        r = tl.arange(0, 256)
+        j = r % 128
+        aA = j % 16
+        bA = (aA + j // 16) % 16
+        pickA = tl.where(r < 128, aA, bA)
+        selA = (pickA[:, None] == rows[None, :]).to(tl.float32).to(SEL_DTYPE)
+        rX = tl.arange(0, 64)
+        cX = rX % 32
+        isQ = rX >= 32
+    else:
+        r = tl.arange(0, 256)
+        j = r // 2
+        aA = j % 16
+        bA = (aA + j // 16) % 16
+        pickA = tl.where(r % 2 == 0, aA, bA)
+        selA = (rows[:, None] == pickA[None, :]).to(tl.float32).to(SEL_DTYPE)
+        rX = tl.arange(0, 64)
+        cX = rX // 2
+        isQ = rX % 2 == 1
+    # block X: c < 16 first order (q_c * 1); 16 <= c < 24 pair (c-16, c-8); c == 24 constant
+    pick = tl.where(isQ, cX - 8, tl.where(cX < 16, cX, cX - 16))
+    live = tl.where(isQ, (cX >= 16) & (cX < 24), cX < 24)
+    biasX = tl.where(isQ, (cX < 16) | (cX == 24), cX == 24).to(tl.float32)
+    if TRANS:
+        selX = ((pick[:, None] == rows[None, :]) & live[:, None]).to(tl.float32).to(SEL_DTYPE)
+    else:
+        selX = ((rows[:, None] == pick[None, :]) & live[None, :]).to(tl.float32).to(SEL_DTYPE)
+    return selA, selX, biasX
+
+
+@triton.jit
+def _pq_rows(x, sel, bias, N: tl.constexpr, SEL16: tl.constexpr, PRECISION: tl.constexpr):
+    """Features [BT, N] = P·Q from one interleaved selection matmul of x [BT, 16] (see _sel_tables_pq)."""
+    r = _sel_dot(x, sel, SEL16, PRECISION)
+    if bias is not None:
+        r = r + bias.to(r.dtype)[None, :]
+    p, q = tl.split(tl.reshape(r, [r.shape[0], N, 2]))
+    return p * q
+
+
+@triton.jit
+def _pq_cols(sel, xt, bias, N: tl.constexpr, SEL16: tl.constexpr, PRECISION: tl.constexpr):
+    """Features transposed [N, BT] = P·Q from one stacked selection matmul of xt [16, BT]."""
+    r = _sel_dot(sel, xt, SEL16, PRECISION)
+    if bias is not None:
+        r = r + bias.to(r.dtype)[:, None]
+    p, q = tl.split(tl.permute(tl.reshape(r, [2, N, r.shape[1]]), (1, 2, 0)))
+    return p * q
+
+
+@triton.jit
 def _state_rows(scale):
     """Reference-layout row of each internal column and the factor g: S_ref[row] = g * S_int[col]."""
     cA = tl.arange(0, 128)
@@ -121,40 +180,92 @@ def _sel_dot(a, b, SEL16: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX, ksc,
-            DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL16: tl.constexpr, KT: tl.constexpr):
-    """S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (k and v zero at masked / out-of-range positions).
-    KT: build the key features transposed ([n, BT]: the update's A operand comes straight from
-    registers). SEL16: selections and feature products in fp16 on k/16 (exact selections, half the
-    registers; the state then holds features / ``fac``, undone at readout and state I/O)."""
+def _keys16(kd, ksc, SEL16: tl.constexpr):
+    """Keys as the selections take them: k/16 in fp16 with SEL16 (see _update_A), else unchanged."""
     if SEL16:
-        ks = (kd.to(tl.float32) * ksc).to(tl.float16)
-        PD: tl.constexpr = tl.float16
+        return (kd.to(tl.float32) * ksc).to(tl.float16)
     else:
-        ks = kd
-        PD: tl.constexpr = tl.float32
+        return kd
+
+
+@triton.jit
+def _update_A(ks, vd, SA, zA, ZA, ONE0, selPA, selQA, wA,
+              DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL16: tl.constexpr, KT: tl.constexpr,
+              ZDOT: tl.constexpr, PQ: tl.constexpr):
+    """Block A of S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (k and v zero at masked / out-of-range positions).
+    KT: build the key features transposed ([128, BT]: the update's A operand comes straight from
+    registers). SEL16: selections and feature products in fp16 on k/16 (exact selections, half the
+    registers; the state then holds features / ``fac``, undone at readout and state I/O). ZDOT: z kept
+    as column 0 of a [128, 16] tensor-core accumulator (``ONE0``: ones in column 0), updated by a matmul
+    instead of a cross-thread row sum. PQ: ``selPA`` is the merged table of _sel_tables_pq."""
+    PD: tl.constexpr = tl.float16 if SEL16 else tl.float32
     if KT:
         kt = tl.trans(ks)  # [16, BT]
-        KA = _sel_dot(selPA, kt, SEL16, PRECISION) * _sel_dot(selQA, kt, SEL16, PRECISION)
+        if PQ:
+            KA = _pq_cols(selPA, kt, None, 128, SEL16, PRECISION)
+        else:
+            KA = _sel_dot(selPA, kt, SEL16, PRECISION) * _sel_dot(selQA, kt, SEL16, PRECISION)
         KA = KA * wA.to(PD)[:, None]
-        KX = (_sel_dot(selPX, kt, SEL16, PRECISION) + bPX.to(PD)[:, None]) * \
-             (_sel_dot(selQX, kt, SEL16, PRECISION) + bQX.to(PD)[:, None])
+        KAd = KA.to(DOT_DTYPE)
+        SA = tl.dot(KAd, vd, SA, input_precision=PRECISION)
+        if ZDOT:
+            ZA = tl.dot(KAd, ONE0, ZA, input_precision=PRECISION)
+        else:
+            zA += tl.sum(KA.to(tl.float32), 1)
+    else:
+        if PQ:
+            KA = _pq_rows(ks, selPA, None, 128, SEL16, PRECISION)
+        else:
+            KA = _sel_dot(ks, selPA, SEL16, PRECISION) * _sel_dot(ks, selQA, SEL16, PRECISION)
+        KA = KA * wA.to(PD)[None, :]
+        KAd = tl.trans(KA.to(DOT_DTYPE))
+        SA = tl.dot(KAd, vd, SA, input_precision=PRECISION)
+        if ZDOT:
+            ZA = tl.dot(KAd, ONE0, ZA, input_precision=PRECISION)
+        else:
+            zA += tl.sum(KA.to(tl.float32), 0)
+    return SA, zA, ZA
+
+
+@triton.jit
+def _update_X(ks, vd, m, SX, zX, selPX, selQX, bPX, bQX,
+              DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL16: tl.constexpr, KT: tl.constexpr,
+              XT: tl.constexpr, PQ: tl.constexpr):
+    """Block X of the update (32 columns: first order, distance-8 pairs, constant; ``m`` zeroes the
+    constant feature of masked keys). XT: the state is kept transposed, SXᵀ [dv, 32] += Vᵀ φ_X(k), so both
+    matmuls have 64 rows (wgmma) instead of 32 (mma.sync), and z comes out in the layout the readout
+    uses (features along columns, as the query features). ``selPX`` etc. are then the plain tables.
+    PQ: ``selPX``, ``bPX`` are the merged table and bias of _sel_tables_pq."""
+    PD: tl.constexpr = tl.float16 if SEL16 else tl.float32
+    if XT:
+        if PQ:
+            KX = _pq_rows(ks, selPX, bPX, 32, SEL16, PRECISION)
+        else:
+            KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
+                 (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
+        KX = KX * m.to(PD)[:, None]
+        SX = tl.dot(tl.trans(vd), KX.to(DOT_DTYPE), SX, input_precision=PRECISION)
+        zX += tl.sum(KX.to(tl.float32), 0)
+    elif KT:
+        kt = tl.trans(ks)
+        if PQ:
+            KX = _pq_cols(selPX, kt, bPX, 32, SEL16, PRECISION)
+        else:
+            KX = (_sel_dot(selPX, kt, SEL16, PRECISION) + bPX.to(PD)[:, None]) * \
+                 (_sel_dot(selQX, kt, SEL16, PRECISION) + bQX.to(PD)[:, None])
         KX = KX * m.to(PD)[None, :]
-        SA = tl.dot(KA.to(DOT_DTYPE), vd, SA, input_precision=PRECISION)
         SX = tl.dot(KX.to(DOT_DTYPE), vd, SX, input_precision=PRECISION)
-        zA += tl.sum(KA.to(tl.float32), 1)
         zX += tl.sum(KX.to(tl.float32), 1)
     else:
-        KA = _sel_dot(ks, selPA, SEL16, PRECISION) * _sel_dot(ks, selQA, SEL16, PRECISION)
-        KA = KA * wA.to(PD)[None, :]
-        KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
-             (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
+        if PQ:
+            KX = _pq_rows(ks, selPX, bPX, 32, SEL16, PRECISION)
+        else:
+            KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
+                 (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
         KX = KX * m.to(PD)[:, None]
-        SA = tl.dot(tl.trans(KA.to(DOT_DTYPE)), vd, SA, input_precision=PRECISION)
         SX = tl.dot(tl.trans(KX.to(DOT_DTYPE)), vd, SX, input_precision=PRECISION)
-        zA += tl.sum(KA.to(tl.float32), 0)
         zX += tl.sum(KX.to(tl.float32), 0)
-    return SA, SX, zA, zX
+    return SX, zX
 
 
 @triton.jit
@@ -170,7 +281,8 @@ def _based_chunk_kernel(
     HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
     COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-    SEL16: tl.constexpr = False, KT: tl.constexpr = False,
+    SEL16: tl.constexpr = False, KT: tl.constexpr = False, ZDOT: tl.constexpr = False, XT: tl.constexpr = False,
+    PQ: tl.constexpr = False,
 ):
     F: tl.constexpr = 16
     pid_v = tl.program_id(0)
@@ -203,6 +315,23 @@ def _based_chunk_kernel(
         tPA, tQA, twA, tPX, tQX, tbPX, tbQX = _sel_tables(F, SEL_DTYPE, True)
     else:
         tPA, tQA, twA, tPX, tQX, tbPX, tbQX = selPA, selQA, wA, selPX, selQX, bPX, bQX
+    if XT:  # the X block's key features are built like the query's (rows = tokens)
+        tPX, tQX, tbPX, tbQX = selPX, selQX, bPX, bQX
+    if PQ:  # merged selections: one matmul per feature block and side
+        selPA, selPX, bPX = _sel_tables_pq(F, SEL_DTYPE, False)
+        if KT:
+            tPA, tPX_t, tbPX_t = _sel_tables_pq(F, SEL_DTYPE, True)
+        else:
+            tPA, tPX_t, tbPX_t = selPA, selPX, bPX
+        if XT:
+            tPX, tbPX = selPX, bPX
+        else:
+            tPX, tbPX = tPX_t, tbPX_t
+    c16 = tl.arange(0, 16)
+    if ZDOT:
+        ONE0 = (tl.where(c16[None, :] == 0, 1.0, 0.0) + tl.zeros([BT, 16], tl.float32)).to(DOT_DTYPE)
+    else:
+        ONE0 = 0.0
     rowA, gA, rowX, gX, validX = _state_rows(scale)
     gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
     gX = gX * facX
@@ -212,16 +341,29 @@ def _based_chunk_kernel(
         zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
         SA = tl.load(sbase + rowA[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
         SA = SA / gA[:, None]
-        SX = tl.load(sbase + rowX[:, None] * DV + cols_v[None, :],
-                     mask=validX[:, None] & vmask[None, :], other=0.0)
-        SX = SX / gX[:, None]
+        if XT:
+            SX = tl.load(sbase + rowX[None, :] * DV + cols_v[:, None],
+                         mask=validX[None, :] & vmask[:, None], other=0.0)
+            SX = SX / gX[None, :]
+        else:
+            SX = tl.load(sbase + rowX[:, None] * DV + cols_v[None, :],
+                         mask=validX[:, None] & vmask[None, :], other=0.0)
+            SX = SX / gX[:, None]
         zA = tl.load(zbase + rowA) / gA
         zX = tl.load(zbase + rowX, mask=validX, other=0.0) / gX
     else:
         SA = tl.zeros([128, BLOCK_DV], dtype=tl.float32)
-        SX = tl.zeros([32, BLOCK_DV], dtype=tl.float32)
+        if XT:
+            SX = tl.zeros([BLOCK_DV, 32], dtype=tl.float32)
+        else:
+            SX = tl.zeros([32, BLOCK_DV], dtype=tl.float32)
         zA = tl.zeros([128], dtype=tl.float32)
         zX = tl.zeros([32], dtype=tl.float32)
+    # ZDOT: block A's z lives in column 0 of ZA (zA is then unused)
+    if ZDOT:
+        ZA = tl.where(c16[None, :] == 0, zA[:, None], 0.0)
+    else:
+        ZA = 0.0
 
     q_base = q_ptr + b * sqb + h * sqh
     k_base = k_ptr + b * skb + h * skh
@@ -253,13 +395,25 @@ def _based_chunk_kernel(
             qd = (qf.to(tl.float32) * scale).to(DOT_DTYPE)
             qsel = qd.to(SEL_DTYPE)
             # inter-chunk readout φ(q) S with the state before this chunk
-            QA = _sel_dot(qsel, selPA, SEL16, PRECISION) * _sel_dot(qsel, selQA, SEL16, PRECISION)
-            QX = (_sel_dot(qsel, selPX, SEL16, PRECISION) + bPX.to(QA.dtype)[None, :]) * \
-                 (_sel_dot(qsel, selQX, SEL16, PRECISION) + bQX.to(QA.dtype)[None, :])
-            acc = tl.dot(QX.to(DOT_DTYPE), (SX * facX[:, None]).to(DOT_DTYPE), input_precision=PRECISION)
-            acc = tl.dot(QA.to(DOT_DTYPE), (SA * facA[:, None]).to(DOT_DTYPE), acc, input_precision=PRECISION)
-            den = tl.sum(QX.to(tl.float32) * (zX * facX)[None, :], 1) + \
-                tl.sum(QA.to(tl.float32) * (zA * facA)[None, :], 1)
+            if PQ:
+                QA = _pq_rows(qsel, selPA, None, 128, SEL16, PRECISION)
+                QX = _pq_rows(qsel, selPX, bPX, 32, SEL16, PRECISION)
+            else:
+                QA = _sel_dot(qsel, selPA, SEL16, PRECISION) * _sel_dot(qsel, selQA, SEL16, PRECISION)
+                QX = (_sel_dot(qsel, selPX, SEL16, PRECISION) + bPX.to(QA.dtype)[None, :]) * \
+                     (_sel_dot(qsel, selQX, SEL16, PRECISION) + bQX.to(QA.dtype)[None, :])
+            if XT:
+                SXr = tl.trans((SX * facX[None, :]).to(DOT_DTYPE))
+            else:
+                SXr = (SX * facX[:, None]).to(DOT_DTYPE)
+            QAd = QA.to(DOT_DTYPE)
+            acc = tl.dot(QX.to(DOT_DTYPE), SXr, input_precision=PRECISION)
+            acc = tl.dot(QAd, (SA * facA[:, None]).to(DOT_DTYPE), acc, input_precision=PRECISION)
+            den = tl.sum(QX.to(tl.float32) * (zX * facX)[None, :], 1)
+            if ZDOT:
+                den += tl.sum(tl.dot(QAd, (ZA * facA[:, None]).to(DOT_DTYPE), input_precision=PRECISION), 1)
+            else:
+                den += tl.sum(QA.to(tl.float32) * (zA * facA)[None, :], 1)
             # intra-chunk quadratic form
             s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
             a = 1.0 + s + 0.5 * s * s
@@ -275,17 +429,28 @@ def _based_chunk_kernel(
         if SKIP_EMPTY:
             # state-only pass over a sparse mask (PLA encoder prefix): skip chunks with no key
             if tl.max(m, 0) > 0:
-                SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
-                                         tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
+                ks = _keys16(kd, ksc, SEL16)
+                SA, zA, ZA = _update_A(ks, vd, SA, zA, ZA, ONE0, tPA, tQA, twA,
+                                       DOT_DTYPE, PRECISION, SEL16, KT, ZDOT, PQ)
+                SX, zX = _update_X(ks, vd, m, SX, zX, tPX, tQX, tbPX, tbQX, DOT_DTYPE, PRECISION, SEL16, KT, XT,
+                                   PQ)
         else:
-            SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
-                                     tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
+            ks = _keys16(kd, ksc, SEL16)
+            SA, zA, ZA = _update_A(ks, vd, SA, zA, ZA, ONE0, tPA, tQA, twA, DOT_DTYPE, PRECISION, SEL16, KT, ZDOT,
+                                   PQ)
+            SX, zX = _update_X(ks, vd, m, SX, zX, tPX, tQX, tbPX, tbQX, DOT_DTYPE, PRECISION, SEL16, KT, XT, PQ)
 
     if WRITE_STATE:
         sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
         tl.store(sbase_o + rowA[:, None] * DV + cols_v[None, :], SA * gA[:, None], mask=vmask[None, :])
-        tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
-                 mask=validX[:, None] & vmask[None, :])
+        if XT:
+            tl.store(sbase_o + rowX[None, :] * DV + cols_v[:, None], SX * gX[None, :],
+                     mask=validX[None, :] & vmask[:, None])
+        else:
+            tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
+                     mask=validX[:, None] & vmask[None, :])
+        if ZDOT:
+            zA = tl.sum(ZA, 1)
         if pid_v == 0:
             zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
             tl.store(zbase_o + rowA, zA * gA)
@@ -378,7 +543,8 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     zo, zo_seg, zo_b, zo_h = st(state_out[1] if state_out is not None else None, out_seg)
     grid = (n_v, n_seg, B * H)
     sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
-    extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)))
+    extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)), ZDOT=bool(cfg.get("zdot", False)),
+                 XT=bool(cfg.get("xt", False)), PQ=bool(cfg.get("pq", False)))
     global LAST_KERNEL
     args = (
         q, k, v, out, m_arg, si, zi, so, zo,
