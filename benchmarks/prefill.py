@@ -280,15 +280,13 @@ def run_tune(N, B, dtype, rep_ms, configs=None):
     k = torch.randn(B, T, H, F, device="cuda", dtype=dtype)
     v = torch.randn(B, T, H, DV, device="cuda", dtype=dtype)
     ref = based_ref_slice(q, k, v)
-    base = dict(BT=64, num_warps=4, num_stages=2, BLOCK_DV=64, kt=True, sel16=True)  # the default
-    # Tiles measured on an H100 on 2026-11-23 (benchmarks/README.md): BT 32 / BLOCK_DV 32 / 8 warps / 3 stages /
-    # plain key layout / fp32 selections were all slower than the default. Listed now: the default and its
-    # variants -- xt (block X's state transposed: all wgmma), zdot (block A's z on tensor cores), pq (one
-    # merged selection matmul per block and side).
-    configs = configs or [dict(base, **v) for v in (
-        {}, {"xt": True}, {"zdot": True}, {"pq": True}, {"xt": True, "zdot": True}, {"xt": True, "pq": True},
-        {"xt": True, "pq": True, "zdot": True}, {"xt": True, "num_stages": 1},
-    )]
+    # Measured on an H100 on 2026-11-23 (benchmarks/README.md): BT 32, BLOCK_DV 32, 8 warps, 3 stages, the plain
+    # key layout and fp32 selections were all slower than the default; so were a merged-selection variant and
+    # block A's normaliser on tensor cores (state pass; both since removed). Block X transposed won (5.38 vs 5.58 ms)
+    # and is now the only layout.
+    configs = configs or [
+        dict(BT=64, num_warps=4, num_stages=st, BLOCK_DV=64, kt=True, sel16=True) for st in (2, 1)
+    ]
     res = []
     for cfg in configs:
         cfg = dict(cfg)
@@ -332,12 +330,10 @@ def run_tune_state(N, B, dtype, rep_ms, configs=None):
     v = torch.randn(B, N, H, DV, device="cuda", dtype=dtype)
     want = R.state_from_keys(k[:1, :, :2].float(), v[:1, :, :2].float())
     # measured 2026-11-23: (BT 64, 4 warps) 1.087 ms, (128, 4) 0.874, (128, 8) 1.304, (256, 8) 1.110, (64, 8)
-    # 1.834, (128, 8, 3 stages) 1.040; listed now: the default (128, 4) and the kernel variants (see run_tune)
-    base = dict(BT=128, num_warps=4, num_stages=2, BLOCK_DV=64, kt=True, sel16=True)
-    configs = configs or [dict(base, **v) for v in (
-        {}, {"xt": True}, {"zdot": True}, {"pq": True}, {"xt": True, "zdot": True}, {"xt": True, "pq": True},
-        {"BT": 64, "xt": True},
-    )]
+    # 1.834, (128, 8, 3 stages) 1.040; with block X transposed (128, 4) 0.852
+    configs = configs or [
+        dict(BT=bt, num_warps=4, num_stages=st, BLOCK_DV=64, kt=True, sel16=True) for bt, st in ((128, 2), (128, 1))
+    ]
     res = []
     for cfg in configs:
         try:

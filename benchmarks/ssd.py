@@ -3,10 +3,10 @@
     python benchmarks/ssd.py                   # Mamba-2-130M widths (24 heads of 64, d_state 128), batch 32 x 1900
     python benchmarks/ssd.py --B 8 --T 8192    # other shapes
 
-The default config (chunks of 32, whole head per program, 8 warps) ran 1.75-2.0 ms per layer on an H100 at
-batch 32 x 1900 = ~37 TFLOP/s: one 255-register program per SM walking 60 chunks in sequence, i.e. latency-bound
-(benchmarks/README.md). This times the alternatives that change that balance (half-head programs: twice the
-programs; 16-token chunks: shorter dependent chains; 4 warps) with every output checked against
+The old default (chunks of 32, whole head per program, 8 warps) ran 1.73 ms per layer on an H100 at batch
+32 x 1900 = ~38 TFLOP/s: one 220-register program per SM walking 60 chunks in sequence, i.e. latency-bound.
+Half-head programs on one warpgroup (two per SM) ran 1.10 ms and are the default for 16-bit inputs since
+2026-11-23 (benchmarks/README.md). This times the alternatives around it, with every output checked against
 ``scan.ssd_chunked`` in float32 first. The fastest config can be set with ``JRT_EVAL_SSD_CONFIG`` and then made
 the default in ``ssd_triton._default_config``.
 """
@@ -24,10 +24,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CONFIGS = [
-    {},  # the default
-    {"BLOCK_P": 32, "num_warps": 8}, {"BLOCK_P": 32, "num_warps": 4}, {"BT": 16, "num_warps": 4},
-    {"BT": 16, "BLOCK_P": 32, "num_warps": 4}, {"BT": 64, "num_warps": 8}, {"BLOCK_P": 16, "num_warps": 4},
-    {"num_stages": 1}, {"num_stages": 3},
+    {},  # the default (16-bit: BT 32, BLOCK_P 32, 4 warps, 2 stages)
+    {"BLOCK_P": 64, "num_warps": 8},  # the old default
+    {"num_stages": 1}, {"num_stages": 3}, {"BT": 16}, {"BT": 64}, {"BLOCK_P": 16}, {"BLOCK_P": 16, "BT": 64},
 ]
 
 

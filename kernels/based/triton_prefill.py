@@ -19,6 +19,7 @@ Algorithm, per (batch, head, dv block, sequence segment) program, looping over c
   the [BT, 160] feature tiles costs two small matmuls per block and no gather. Readout
   ``φ(q) S`` and update ``S += φ(k)ᵀ V`` are then two matmuls per block; the state stays in fp32
   registers for the whole sequence (operands are cast to the dot dtype, bf16 for 16-bit inputs).
+  Block X's state is held transposed (Vᵀ φ_X(k): 64-row matmuls, all on wgmma).
 * segments: with few (batch, head) pairs the sequence is cut into segments of whole chunks; a
   state-only pass (same kernel, ``COMPUTE_OUT=False``) gives each segment's Σφ(k)vᵀ, a prefix sum
   over segments (torch, tiny) gives each segment its initial state, then the output pass runs all
@@ -27,7 +28,7 @@ Algorithm, per (batch, head, dv block, sequence segment) program, looping over c
 Tuned options (``config``; defaults in ``_default_config``, measured in benchmarks/README.md):
 ``BT`` chunk length (64), ``BLOCK_DV`` value columns per program (64), ``num_warps`` (4: one
 warpgroup), ``num_stages`` (2), ``kt`` (key features built transposed, so the update's A operand
-comes from registers), ``sel16`` (16-bit inputs: selections and feature products in fp16 with
+comes from registers; block A only), ``sel16`` (16-bit inputs: selections and feature products in fp16 with
 fp16 accumulators, keys scaled by 1/16 first; half the registers of fp32 tiles; finite for
 |k| < 4096 and |q| < 1024 -- fp32 inputs never use it).
 
@@ -61,8 +62,8 @@ D_COMPACT = feature_dim(F_SUPPORTED)  # 153
 
 @triton.jit
 def _sel_tables(F: tl.constexpr, SEL_DTYPE: tl.constexpr, TRANS: tl.constexpr):
-    """Selection matrices (0/1, [16, n] or transposed [n, 16]) and per-column weights/biases of the
-    two feature blocks (see module doc), in the selection dtype."""
+    """Selection matrices (0/1, [16, n]; block A's transposed [n, 16] with TRANS) and per-column
+    weights/biases of the two feature blocks (see module doc), in the selection dtype."""
     rows = tl.arange(0, F)
     # block A: column r = d*16 + a, pair (a, (a+d) % 16)
     cA = tl.arange(0, 128)
@@ -73,79 +74,18 @@ def _sel_tables(F: tl.constexpr, SEL_DTYPE: tl.constexpr, TRANS: tl.constexpr):
     cX = tl.arange(0, 32)
     pX = tl.where(cX < 16, cX, cX - 16)
     qX = cX - 8
-    if TRANS:
+    if TRANS:  # block A only: block X's key features are built untransposed (see _update)
         selPA = (aA[:, None] == rows[None, :]).to(tl.float32).to(SEL_DTYPE)
         selQA = (bA[:, None] == rows[None, :]).to(tl.float32).to(SEL_DTYPE)
-        selPX = ((pX[:, None] == rows[None, :]) & (cX[:, None] < 24)).to(tl.float32).to(SEL_DTYPE)
-        selQX = ((qX[:, None] == rows[None, :]) & (cX[:, None] >= 16) & (cX[:, None] < 24)).to(tl.float32).to(SEL_DTYPE)
     else:
         selPA = (rows[:, None] == aA[None, :]).to(tl.float32).to(SEL_DTYPE)
         selQA = (rows[:, None] == bA[None, :]).to(tl.float32).to(SEL_DTYPE)
-        selPX = ((rows[:, None] == pX[None, :]) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
-        selQX = ((rows[:, None] == qX[None, :]) & (cX[None, :] >= 16) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
+    selPX = ((rows[:, None] == pX[None, :]) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
+    selQX = ((rows[:, None] == qX[None, :]) & (cX[None, :] >= 16) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
     wA = tl.where(dA == 0, 0.5, 1.0)
     bPX = tl.where(cX == 24, 1.0, 0.0)
     bQX = tl.where((cX < 16) | (cX == 24), 1.0, 0.0)
     return selPA, selQA, wA, selPX, selQX, bPX, bQX
-
-
-@triton.jit
-def _sel_tables_pq(F: tl.constexpr, SEL_DTYPE: tl.constexpr, TRANS: tl.constexpr):
-    """The selections of _sel_tables merged per block so that one matmul yields both factors of every
-    feature column (PQ option): plain [16, 2n] with P and Q of column j at columns 2j, 2j+1 (adjacent
-    accumulator registers of one thread, so the split after the matmul moves no data); transposed
-    [2n, 16] with P stacked over Q (rows j and n + j sit in the same thread's registers). Biases of
-    block X come interleaved / stacked the same way."""
-    rows = tl.arange(0, F)
-    if TRANS:
-        r = tl.arange(0, 256)
-        j = r % 128
-        aA = j % 16
-        bA = (aA + j // 16) % 16
-        pickA = tl.where(r < 128, aA, bA)
-        selA = (pickA[:, None] == rows[None, :]).to(tl.float32).to(SEL_DTYPE)
-        rX = tl.arange(0, 64)
-        cX = rX % 32
-        isQ = rX >= 32
-    else:
-        r = tl.arange(0, 256)
-        j = r // 2
-        aA = j % 16
-        bA = (aA + j // 16) % 16
-        pickA = tl.where(r % 2 == 0, aA, bA)
-        selA = (rows[:, None] == pickA[None, :]).to(tl.float32).to(SEL_DTYPE)
-        rX = tl.arange(0, 64)
-        cX = rX // 2
-        isQ = rX % 2 == 1
-    # block X: c < 16 first order (q_c * 1); 16 <= c < 24 pair (c-16, c-8); c == 24 constant
-    pick = tl.where(isQ, cX - 8, tl.where(cX < 16, cX, cX - 16))
-    live = tl.where(isQ, (cX >= 16) & (cX < 24), cX < 24)
-    biasX = tl.where(isQ, (cX < 16) | (cX == 24), cX == 24).to(tl.float32)
-    if TRANS:
-        selX = ((pick[:, None] == rows[None, :]) & live[:, None]).to(tl.float32).to(SEL_DTYPE)
-    else:
-        selX = ((rows[:, None] == pick[None, :]) & live[None, :]).to(tl.float32).to(SEL_DTYPE)
-    return selA, selX, biasX
-
-
-@triton.jit
-def _pq_rows(x, sel, bias, N: tl.constexpr, SEL16: tl.constexpr, PRECISION: tl.constexpr):
-    """Features [BT, N] = P·Q from one interleaved selection matmul of x [BT, 16] (see _sel_tables_pq)."""
-    r = _sel_dot(x, sel, SEL16, PRECISION)
-    if bias is not None:
-        r = r + bias.to(r.dtype)[None, :]
-    p, q = tl.split(tl.reshape(r, [r.shape[0], N, 2]))
-    return p * q
-
-
-@triton.jit
-def _pq_cols(sel, xt, bias, N: tl.constexpr, SEL16: tl.constexpr, PRECISION: tl.constexpr):
-    """Features transposed [N, BT] = P·Q from one stacked selection matmul of xt [16, BT]."""
-    r = _sel_dot(sel, xt, SEL16, PRECISION)
-    if bias is not None:
-        r = r + bias.to(r.dtype)[:, None]
-    p, q = tl.split(tl.permute(tl.reshape(r, [2, N, r.shape[1]]), (1, 2, 0)))
-    return p * q
 
 
 @triton.jit
@@ -180,92 +120,38 @@ def _sel_dot(a, b, SEL16: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _keys16(kd, ksc, SEL16: tl.constexpr):
-    """Keys as the selections take them: k/16 in fp16 with SEL16 (see _update_A), else unchanged."""
+def _update(kd, vd, m, SA, SXt, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX, ksc,
+            DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL16: tl.constexpr, KT: tl.constexpr):
+    """S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (k and v zero at masked / out-of-range positions).
+    Block A: KT builds its key features transposed ([128, BT]: the update's A operand comes straight from
+    registers). Block X is kept transposed, SXᵀ [dv, 32] += Vᵀ φ_X(k), so both of its matmuls have 64 rows
+    (wgmma; 32 rows would fall back to mma.sync: 5.38 against 5.58 ms on an H100) and its z comes out with
+    the features along columns, as the readout uses it. ``selPX`` etc. are the plain (untransposed) tables.
+    SEL16: selections and feature products in fp16 on k/16 (exact selections, half the registers; the
+    state then holds features / ``fac``, undone at readout and state I/O)."""
     if SEL16:
-        return (kd.to(tl.float32) * ksc).to(tl.float16)
+        ks = (kd.to(tl.float32) * ksc).to(tl.float16)
+        PD: tl.constexpr = tl.float16
     else:
-        return kd
-
-
-@triton.jit
-def _update_A(ks, vd, SA, zA, ZA, ONE0, selPA, selQA, wA,
-              DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL16: tl.constexpr, KT: tl.constexpr,
-              ZDOT: tl.constexpr, PQ: tl.constexpr):
-    """Block A of S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (k and v zero at masked / out-of-range positions).
-    KT: build the key features transposed ([128, BT]: the update's A operand comes straight from
-    registers). SEL16: selections and feature products in fp16 on k/16 (exact selections, half the
-    registers; the state then holds features / ``fac``, undone at readout and state I/O). ZDOT: z kept
-    as column 0 of a [128, 16] tensor-core accumulator (``ONE0``: ones in column 0), updated by a matmul
-    instead of a cross-thread row sum. PQ: ``selPA`` is the merged table of _sel_tables_pq."""
-    PD: tl.constexpr = tl.float16 if SEL16 else tl.float32
+        ks = kd
+        PD: tl.constexpr = tl.float32
     if KT:
         kt = tl.trans(ks)  # [16, BT]
-        if PQ:
-            KA = _pq_cols(selPA, kt, None, 128, SEL16, PRECISION)
-        else:
-            KA = _sel_dot(selPA, kt, SEL16, PRECISION) * _sel_dot(selQA, kt, SEL16, PRECISION)
+        KA = _sel_dot(selPA, kt, SEL16, PRECISION) * _sel_dot(selQA, kt, SEL16, PRECISION)
         KA = KA * wA.to(PD)[:, None]
-        KAd = KA.to(DOT_DTYPE)
-        SA = tl.dot(KAd, vd, SA, input_precision=PRECISION)
-        if ZDOT:
-            ZA = tl.dot(KAd, ONE0, ZA, input_precision=PRECISION)
-        else:
-            zA += tl.sum(KA.to(tl.float32), 1)
+        SA = tl.dot(KA.to(DOT_DTYPE), vd, SA, input_precision=PRECISION)
+        zA += tl.sum(KA.to(tl.float32), 1)
     else:
-        if PQ:
-            KA = _pq_rows(ks, selPA, None, 128, SEL16, PRECISION)
-        else:
-            KA = _sel_dot(ks, selPA, SEL16, PRECISION) * _sel_dot(ks, selQA, SEL16, PRECISION)
+        KA = _sel_dot(ks, selPA, SEL16, PRECISION) * _sel_dot(ks, selQA, SEL16, PRECISION)
         KA = KA * wA.to(PD)[None, :]
-        KAd = tl.trans(KA.to(DOT_DTYPE))
-        SA = tl.dot(KAd, vd, SA, input_precision=PRECISION)
-        if ZDOT:
-            ZA = tl.dot(KAd, ONE0, ZA, input_precision=PRECISION)
-        else:
-            zA += tl.sum(KA.to(tl.float32), 0)
-    return SA, zA, ZA
-
-
-@triton.jit
-def _update_X(ks, vd, m, SX, zX, selPX, selQX, bPX, bQX,
-              DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL16: tl.constexpr, KT: tl.constexpr,
-              XT: tl.constexpr, PQ: tl.constexpr):
-    """Block X of the update (32 columns: first order, distance-8 pairs, constant; ``m`` zeroes the
-    constant feature of masked keys). XT: the state is kept transposed, SXᵀ [dv, 32] += Vᵀ φ_X(k), so both
-    matmuls have 64 rows (wgmma) instead of 32 (mma.sync), and z comes out in the layout the readout
-    uses (features along columns, as the query features). ``selPX`` etc. are then the plain tables.
-    PQ: ``selPX``, ``bPX`` are the merged table and bias of _sel_tables_pq."""
-    PD: tl.constexpr = tl.float16 if SEL16 else tl.float32
-    if XT:
-        if PQ:
-            KX = _pq_rows(ks, selPX, bPX, 32, SEL16, PRECISION)
-        else:
-            KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
-                 (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
-        KX = KX * m.to(PD)[:, None]
-        SX = tl.dot(tl.trans(vd), KX.to(DOT_DTYPE), SX, input_precision=PRECISION)
-        zX += tl.sum(KX.to(tl.float32), 0)
-    elif KT:
-        kt = tl.trans(ks)
-        if PQ:
-            KX = _pq_cols(selPX, kt, bPX, 32, SEL16, PRECISION)
-        else:
-            KX = (_sel_dot(selPX, kt, SEL16, PRECISION) + bPX.to(PD)[:, None]) * \
-                 (_sel_dot(selQX, kt, SEL16, PRECISION) + bQX.to(PD)[:, None])
-        KX = KX * m.to(PD)[None, :]
-        SX = tl.dot(KX.to(DOT_DTYPE), vd, SX, input_precision=PRECISION)
-        zX += tl.sum(KX.to(tl.float32), 1)
-    else:
-        if PQ:
-            KX = _pq_rows(ks, selPX, bPX, 32, SEL16, PRECISION)
-        else:
-            KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
-                 (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
-        KX = KX * m.to(PD)[:, None]
-        SX = tl.dot(tl.trans(KX.to(DOT_DTYPE)), vd, SX, input_precision=PRECISION)
-        zX += tl.sum(KX.to(tl.float32), 0)
-    return SX, zX
+        SA = tl.dot(tl.trans(KA.to(DOT_DTYPE)), vd, SA, input_precision=PRECISION)
+        zA += tl.sum(KA.to(tl.float32), 0)
+    KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
+         (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
+    KX = KX * m.to(PD)[:, None]
+    SXt = tl.dot(tl.trans(vd), KX.to(DOT_DTYPE), SXt, input_precision=PRECISION)
+    zX += tl.sum(KX.to(tl.float32), 0)
+    return SA, SXt, zA, zX
 
 
 @triton.jit
@@ -281,8 +167,7 @@ def _based_chunk_kernel(
     HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
     COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-    SEL16: tl.constexpr = False, KT: tl.constexpr = False, ZDOT: tl.constexpr = False, XT: tl.constexpr = False,
-    PQ: tl.constexpr = False,
+    SEL16: tl.constexpr = False, KT: tl.constexpr = False,
 ):
     F: tl.constexpr = 16
     pid_v = tl.program_id(0)
@@ -311,27 +196,10 @@ def _based_chunk_kernel(
         facA = tl.full([128], 1.0, tl.float32)
         facX = tl.full([32], 1.0, tl.float32)
     selPA, selQA, wA, selPX, selQX, bPX, bQX = _sel_tables(F, SEL_DTYPE, False)
-    if KT:
-        tPA, tQA, twA, tPX, tQX, tbPX, tbQX = _sel_tables(F, SEL_DTYPE, True)
+    if KT:  # block A's key features transposed (block X's always use the plain tables, see _update)
+        tPA, tQA, twA, _, _, _, _ = _sel_tables(F, SEL_DTYPE, True)
     else:
-        tPA, tQA, twA, tPX, tQX, tbPX, tbQX = selPA, selQA, wA, selPX, selQX, bPX, bQX
-    if XT:  # the X block's key features are built like the query's (rows = tokens)
-        tPX, tQX, tbPX, tbQX = selPX, selQX, bPX, bQX
-    if PQ:  # merged selections: one matmul per feature block and side
-        selPA, selPX, bPX = _sel_tables_pq(F, SEL_DTYPE, False)
-        if KT:
-            tPA, tPX_t, tbPX_t = _sel_tables_pq(F, SEL_DTYPE, True)
-        else:
-            tPA, tPX_t, tbPX_t = selPA, selPX, bPX
-        if XT:
-            tPX, tbPX = selPX, bPX
-        else:
-            tPX, tbPX = tPX_t, tbPX_t
-    c16 = tl.arange(0, 16)
-    if ZDOT:
-        ONE0 = (tl.where(c16[None, :] == 0, 1.0, 0.0) + tl.zeros([BT, 16], tl.float32)).to(DOT_DTYPE)
-    else:
-        ONE0 = 0.0
+        tPA, tQA, twA = selPA, selQA, wA
     rowA, gA, rowX, gX, validX = _state_rows(scale)
     gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
     gX = gX * facX
@@ -341,29 +209,16 @@ def _based_chunk_kernel(
         zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
         SA = tl.load(sbase + rowA[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
         SA = SA / gA[:, None]
-        if XT:
-            SX = tl.load(sbase + rowX[None, :] * DV + cols_v[:, None],
-                         mask=validX[None, :] & vmask[:, None], other=0.0)
-            SX = SX / gX[None, :]
-        else:
-            SX = tl.load(sbase + rowX[:, None] * DV + cols_v[None, :],
-                         mask=validX[:, None] & vmask[None, :], other=0.0)
-            SX = SX / gX[:, None]
+        SXt = tl.load(sbase + rowX[None, :] * DV + cols_v[:, None],
+                      mask=validX[None, :] & vmask[:, None], other=0.0)
+        SXt = SXt / gX[None, :]
         zA = tl.load(zbase + rowA) / gA
         zX = tl.load(zbase + rowX, mask=validX, other=0.0) / gX
     else:
         SA = tl.zeros([128, BLOCK_DV], dtype=tl.float32)
-        if XT:
-            SX = tl.zeros([BLOCK_DV, 32], dtype=tl.float32)
-        else:
-            SX = tl.zeros([32, BLOCK_DV], dtype=tl.float32)
+        SXt = tl.zeros([BLOCK_DV, 32], dtype=tl.float32)  # block X's state, transposed (see _update)
         zA = tl.zeros([128], dtype=tl.float32)
         zX = tl.zeros([32], dtype=tl.float32)
-    # ZDOT: block A's z lives in column 0 of ZA (zA is then unused)
-    if ZDOT:
-        ZA = tl.where(c16[None, :] == 0, zA[:, None], 0.0)
-    else:
-        ZA = 0.0
 
     q_base = q_ptr + b * sqb + h * sqh
     k_base = k_ptr + b * skb + h * skh
@@ -395,25 +250,13 @@ def _based_chunk_kernel(
             qd = (qf.to(tl.float32) * scale).to(DOT_DTYPE)
             qsel = qd.to(SEL_DTYPE)
             # inter-chunk readout φ(q) S with the state before this chunk
-            if PQ:
-                QA = _pq_rows(qsel, selPA, None, 128, SEL16, PRECISION)
-                QX = _pq_rows(qsel, selPX, bPX, 32, SEL16, PRECISION)
-            else:
-                QA = _sel_dot(qsel, selPA, SEL16, PRECISION) * _sel_dot(qsel, selQA, SEL16, PRECISION)
-                QX = (_sel_dot(qsel, selPX, SEL16, PRECISION) + bPX.to(QA.dtype)[None, :]) * \
-                     (_sel_dot(qsel, selQX, SEL16, PRECISION) + bQX.to(QA.dtype)[None, :])
-            if XT:
-                SXr = tl.trans((SX * facX[None, :]).to(DOT_DTYPE))
-            else:
-                SXr = (SX * facX[:, None]).to(DOT_DTYPE)
-            QAd = QA.to(DOT_DTYPE)
-            acc = tl.dot(QX.to(DOT_DTYPE), SXr, input_precision=PRECISION)
-            acc = tl.dot(QAd, (SA * facA[:, None]).to(DOT_DTYPE), acc, input_precision=PRECISION)
-            den = tl.sum(QX.to(tl.float32) * (zX * facX)[None, :], 1)
-            if ZDOT:
-                den += tl.sum(tl.dot(QAd, (ZA * facA[:, None]).to(DOT_DTYPE), input_precision=PRECISION), 1)
-            else:
-                den += tl.sum(QA.to(tl.float32) * (zA * facA)[None, :], 1)
+            QA = _sel_dot(qsel, selPA, SEL16, PRECISION) * _sel_dot(qsel, selQA, SEL16, PRECISION)
+            QX = (_sel_dot(qsel, selPX, SEL16, PRECISION) + bPX.to(QA.dtype)[None, :]) * \
+                 (_sel_dot(qsel, selQX, SEL16, PRECISION) + bQX.to(QA.dtype)[None, :])
+            acc = tl.dot(QX.to(DOT_DTYPE), tl.trans((SXt * facX[None, :]).to(DOT_DTYPE)), input_precision=PRECISION)
+            acc = tl.dot(QA.to(DOT_DTYPE), (SA * facA[:, None]).to(DOT_DTYPE), acc, input_precision=PRECISION)
+            den = tl.sum(QX.to(tl.float32) * (zX * facX)[None, :], 1) + \
+                tl.sum(QA.to(tl.float32) * (zA * facA)[None, :], 1)
             # intra-chunk quadratic form
             s = tl.dot(qd, tl.trans(kd), input_precision=PRECISION)
             a = 1.0 + s + 0.5 * s * s
@@ -429,28 +272,17 @@ def _based_chunk_kernel(
         if SKIP_EMPTY:
             # state-only pass over a sparse mask (PLA encoder prefix): skip chunks with no key
             if tl.max(m, 0) > 0:
-                ks = _keys16(kd, ksc, SEL16)
-                SA, zA, ZA = _update_A(ks, vd, SA, zA, ZA, ONE0, tPA, tQA, twA,
-                                       DOT_DTYPE, PRECISION, SEL16, KT, ZDOT, PQ)
-                SX, zX = _update_X(ks, vd, m, SX, zX, tPX, tQX, tbPX, tbQX, DOT_DTYPE, PRECISION, SEL16, KT, XT,
-                                   PQ)
+                SA, SXt, zA, zX = _update(kd, vd, m, SA, SXt, zA, zX, tPA, tQA, twA, selPX, selQX,
+                                          bPX, bQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
         else:
-            ks = _keys16(kd, ksc, SEL16)
-            SA, zA, ZA = _update_A(ks, vd, SA, zA, ZA, ONE0, tPA, tQA, twA, DOT_DTYPE, PRECISION, SEL16, KT, ZDOT,
-                                   PQ)
-            SX, zX = _update_X(ks, vd, m, SX, zX, tPX, tQX, tbPX, tbQX, DOT_DTYPE, PRECISION, SEL16, KT, XT, PQ)
+            SA, SXt, zA, zX = _update(kd, vd, m, SA, SXt, zA, zX, tPA, tQA, twA, selPX, selQX,
+                                      bPX, bQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
 
     if WRITE_STATE:
         sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
         tl.store(sbase_o + rowA[:, None] * DV + cols_v[None, :], SA * gA[:, None], mask=vmask[None, :])
-        if XT:
-            tl.store(sbase_o + rowX[None, :] * DV + cols_v[:, None], SX * gX[None, :],
-                     mask=validX[None, :] & vmask[:, None])
-        else:
-            tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
-                     mask=validX[:, None] & vmask[None, :])
-        if ZDOT:
-            zA = tl.sum(ZA, 1)
+        tl.store(sbase_o + rowX[None, :] * DV + cols_v[:, None], SXt * gX[None, :],
+                 mask=validX[None, :] & vmask[:, None])
         if pid_v == 0:
             zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
             tl.store(zbase_o + rowA, zA * gA)
@@ -543,8 +375,7 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     zo, zo_seg, zo_b, zo_h = st(state_out[1] if state_out is not None else None, out_seg)
     grid = (n_v, n_seg, B * H)
     sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
-    extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)), ZDOT=bool(cfg.get("zdot", False)),
-                 XT=bool(cfg.get("xt", False)), PQ=bool(cfg.get("pq", False)))
+    extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)))
     global LAST_KERNEL
     args = (
         q, k, v, out, m_arg, si, zi, so, zo,

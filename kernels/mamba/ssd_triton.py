@@ -214,15 +214,17 @@ def _dot_config(dtype: torch.dtype, mix: str):
 
 
 def _default_config(p: int, dtype: torch.dtype) -> dict:
-    """Chunks of 32 tokens, the whole head (up to 64 channels) per program, two warpgroups, derived operands in
-    TF32. Chosen by the static compile statistics for sm_90 (``python benchmarks/compile_stats.py --kernel
-    ssd_prefill``, no GPU needed): at Mamba-2-130M's widths (p 64, n 128) this is the one 16-bit config that
-    holds the [64, 128] fp32 state and its tiles in registers with no spill (255 registers, 0-byte stack);
-    chunks of 64 at 4 warps, the first design, spilled 1.6 KB per thread. fp32 inputs (3xTF32 operands) spill
-    in every config tried. On an H100: 2.0 ms per layer at batch 32 × 1900 tokens (8.4x the PyTorch chunked SSD);
+    """Chunks of 32 tokens, derived operands in TF32. 16-bit inputs: half a head (32 channels) per program and
+    one warpgroup -- measured on an H100 (``benchmarks/ssd.py``, Mamba-2-130M widths, batch 32 × 1900, 2026-11-23):
+    1.10 ms per layer against 1.73 for the whole head on two warpgroups (twice the programs, so two per SM
+    instead of one walking the chunks; 220 registers, no spill); 16-token chunks 1.20-1.42, 64-token 1.83.
+    fp32 inputs keep the whole head on 8 warps (3xTF32 operands spill in every config tried).
     ``JRT_EVAL_SSD_CONFIG`` (JSON) overrides it for tuning runs."""
-    cfg = dict(BT=32, BLOCK_P=min(64, max(16, triton.next_power_of_2(p))), num_warps=8,
-               num_stages=1 if dtype == torch.float32 else 2, mix="tf32")
+    full = min(64, max(16, triton.next_power_of_2(p)))
+    if dtype == torch.float32:
+        cfg = dict(BT=32, BLOCK_P=full, num_warps=8, num_stages=1, mix="tf32")
+    else:
+        cfg = dict(BT=32, BLOCK_P=min(32, full), num_warps=4, num_stages=2, mix="tf32")
     override = os.environ.get("JRT_EVAL_SSD_CONFIG")
     if override:
         cfg.update(json.loads(override))
