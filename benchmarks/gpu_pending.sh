@@ -11,10 +11,11 @@
 #   bash benchmarks/gpu_pending.sh 5   # GLA-1.3B again (fused norms): speed, parity (the anchor needs part 3)
 #   bash benchmarks/gpu_pending.sh 6   # owed: SSD prefill tile tune, fused add+norm, Mamba / Mamba-2 re-timed
 #   bash benchmarks/gpu_pending.sh 7   # Based kernel variants (xt / zdot / pq): prefill and state-pass tunes
+#   bash benchmarks/gpu_pending.sh 8   # the Gluon output pass: GPU tests, tune, prefill table against FA2 / fla
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 7}
+part=${1:?part 1 to 8}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -61,8 +62,15 @@ case $part in
     python3 benchmarks/prefill.py --tune --N 32768 --B 16 --best-out "$out/best_based_config.json" 2>&1 | tee "$out/tune.txt"
     python3 benchmarks/prefill.py --tune-state --N 32768 --B 16 2>&1 | tee "$out/tune_state.txt"
     ;;
+8)
+    python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -15 | tee "$out/pytest_based.txt"
+    python3 benchmarks/prefill.py --tune --N 32768 --B 16 2>&1 | tee "$out/tune.txt"
+    JRT_EVAL_BASED_CONFIG='{"gluon": true}' python3 benchmarks/prefill.py --N 32768 --B 16 \
+        --impls ours_based@2N ours_pla@N fa2@N cudnn@N fla_fused_chunk@2N --out "$out/bench_prefill_32k.csv" 2>&1 \
+        | tee "$out/prefill.txt"
+    ;;
 *)
-    echo "part must be 1 to 7" >&2
+    echo "part must be 1 to 8" >&2
     exit 2
     ;;
 esac

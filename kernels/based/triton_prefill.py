@@ -390,6 +390,9 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         HAS_MASK=mask_u8 is not None, HAS_INIT=init is not None, WRITE_STATE=state_out is not None,
         COMPUTE_OUT=compute_out, SKIP_EMPTY=skip_empty, DOT_DTYPE=dot_dtype, PRECISION=precision, **extra,
     )
+    if compute_out and cfg.get("gluon") and _gluon_ok(q, k, v, out, cfg):
+        LAST_KERNEL = _gluon.launch(args, grid, dv, mask_u8 is not None, init is not None, state_out is not None)
+        return
     try:
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=cfg["num_warps"],
                                                 num_stages=cfg["num_stages"])
@@ -399,6 +402,22 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         # is not required: chunks only tile each segment, seg_len stays a multiple of BT.
         flags["BT"] = 32 if seg_len % 64 else 64
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=4, num_stages=1)
+
+
+_gluon = None  # kernels.based.gluon_prefill once imported, False if this Triton has no Gluon
+
+
+def _gluon_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, cfg: dict) -> bool:
+    """The Gluon output pass (``gluon_prefill``) can take this launch: Gluon imports, bf16 on Hopper, BT 64,
+    64 value columns per program, and not under Triton's CPU interpreter (which does not run Gluon)."""
+    global _gluon
+    if _gluon is None:
+        try:
+            from . import gluon_prefill as mod
+            _gluon = mod
+        except Exception:  # a Triton without Gluon
+            _gluon = False
+    return (bool(_gluon) and not interpreting() and _gluon.supported(q, v, cfg) and _gluon.supported(k, out, cfg))
 
 
 def _contig_last(x: torch.Tensor) -> torch.Tensor:
