@@ -10,12 +10,12 @@
 #   bash benchmarks/gpu_pending.sh 4   # fused conv / norm kernels, prefill at N=32768, Mamba + Mamba-2 adapters
 #   bash benchmarks/gpu_pending.sh 5   # GLA-1.3B again (fused norms): speed, parity (the anchor needs part 3)
 #   bash benchmarks/gpu_pending.sh 6   # owed: SSD prefill tile tune, fused add+norm, Mamba / Mamba-2 re-timed
-#   bash benchmarks/gpu_pending.sh 7   # Based kernel variants (xt / zdot / pq): prefill and state-pass tunes
-#   bash benchmarks/gpu_pending.sh 8   # the Gluon output pass: GPU tests, tune, prefill table against FA2 / fla
+#   bash benchmarks/gpu_pending.sh 7   # kernel tests on the GPU; the overlapped decode loop and the SSD default
+#                                      # re-timed (Mamba, Mamba-2, hazy families)
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 8}
+part=${1:?part 1 to 7}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -59,18 +59,14 @@ case $part in
         --deadline 330 2>&1 | tail -80
     ;;
 7)
-    python3 benchmarks/prefill.py --tune --N 32768 --B 16 --best-out "$out/best_based_config.json" 2>&1 | tee "$out/tune.txt"
-    python3 benchmarks/prefill.py --tune-state --N 32768 --B 16 2>&1 | tee "$out/tune_state.txt"
-    ;;
-8)
-    python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -15 | tee "$out/pytest_based.txt"
-    python3 benchmarks/prefill.py --tune --N 32768 --B 16 2>&1 | tee "$out/tune.txt"
-    JRT_EVAL_BASED_CONFIG='{"gluon": true}' python3 benchmarks/prefill.py --N 32768 --B 16 \
-        --impls ours_based@2N ours_pla@N fa2@N cudnn@N fla_fused_chunk@2N --out "$out/bench_prefill_32k.csv" 2>&1 \
-        | tee "$out/prefill.txt"
+    python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py tests/test_kernels_ssd_triton.py \
+        tests/test_mamba.py 2>&1 | tail -15 | tee "$out/pytest.txt"
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only parity_mamba,speed_mamba,speed_mamba2,profile \
+        --deadline 200 2>&1 | tail -60
+    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --skip-parity --reps 1 --deadline 150 2>&1 | tail -30
     ;;
 *)
-    echo "part must be 1 to 8" >&2
+    echo "part must be 1 to 7" >&2
     exit 2
     ;;
 esac

@@ -280,12 +280,19 @@ def run_tune(N, B, dtype, rep_ms, configs=None):
     k = torch.randn(B, T, H, F, device="cuda", dtype=dtype)
     v = torch.randn(B, T, H, DV, device="cuda", dtype=dtype)
     ref = based_ref_slice(q, k, v)
-    # Measured on an H100 on 2026-11-23 (benchmarks/README.md): BT 32, BLOCK_DV 32, 8 warps, 3 stages, the plain
-    # key layout and fp32 selections were all slower than the default; so were a merged-selection variant and
-    # block A's normaliser on tensor cores (state pass; both since removed). Block X transposed won (5.38 vs 5.58 ms)
-    # and is now the only layout.
-    base = dict(BT=64, num_warps=4, num_stages=2, BLOCK_DV=64, kt=True, sel16=True)
-    configs = configs or [base, dict(base, num_stages=1), dict(base, gluon=True)]  # gluon: gluon_prefill.py
+    configs = configs or [
+        dict(BT=bt, num_warps=w, num_stages=st, BLOCK_DV=bdv, kt=kt, sel16=s16)
+        for bt, w, st, bdv, kt, s16 in [
+            (64, 4, 2, 64, True, True), (64, 4, 1, 64, True, True), (64, 4, 3, 64, True, True),
+            (64, 4, 2, 64, False, True), (64, 4, 2, 32, True, True), (32, 4, 2, 64, True, True),
+            (64, 4, 2, 64, True, False),
+            # 8 warps spill far less (BT 32: 8 bytes, BT 64: 296, vs 408 for the default) but timed 2.0-2.4x
+            # slower on the H100 (13.7 / 11.2 ms vs 5.7): fewer wgmma, one CTA per SM. Kernel variants tried and
+            # dropped (benchmarks/README.md): block X's state transposed (5.38 vs 5.58 ms, but faulted on the GPU
+            # with a key mask), z on tensor cores, merged selections, a Gluon kernel with async wgmma (6.26 vs 5.91)
+            (32, 8, 2, 64, True, True), (64, 8, 2, 64, True, True),
+        ]
+    ]
     res = []
     for cfg in configs:
         cfg = dict(cfg)
@@ -328,10 +335,9 @@ def run_tune_state(N, B, dtype, rep_ms, configs=None):
     k = torch.randn(B, N, H, F, device="cuda", dtype=dtype)
     v = torch.randn(B, N, H, DV, device="cuda", dtype=dtype)
     want = R.state_from_keys(k[:1, :, :2].float(), v[:1, :, :2].float())
-    # measured 2026-11-23: (BT 64, 4 warps) 1.087 ms, (128, 4) 0.874, (128, 8) 1.304, (256, 8) 1.110, (64, 8)
-    # 1.834, (128, 8, 3 stages) 1.040; with block X transposed (128, 4) 0.852
     configs = configs or [
-        dict(BT=bt, num_warps=4, num_stages=st, BLOCK_DV=64, kt=True, sel16=True) for bt, st in ((128, 2), (128, 1))
+        dict(BT=bt, num_warps=w, num_stages=st, BLOCK_DV=64, kt=True, sel16=True)
+        for bt, w, st in [(64, 4, 2), (128, 4, 2), (128, 8, 2), (256, 8, 2), (64, 8, 2), (128, 8, 3)]
     ]
     res = []
     for cfg in configs:

@@ -100,10 +100,6 @@ def source_of(launch: Launch):
             constexprs[name] = 1
         elif spec == "D":  # pointer 16-byte aligned / int divisible by 16: vectorised loads, as launched
             attrs[(i,)] = [["tt.divisibility", 16]]
-    if getattr(jit, "is_gluon", lambda: False)():
-        from triton.experimental.gluon._runtime import GluonASTSource
-
-        return GluonASTSource(fn=jit, signature=signature, constexprs=constexprs, attrs=attrs), options
     return ASTSource(fn=jit, signature=signature, constexprs=constexprs, attrs=attrs), options
 
 

@@ -45,6 +45,7 @@ def greedy_generate(
     max_new_tokens: int,
     is_done: Optional[Callable[[list[int]], bool]] = None,
     vocab_limit: Optional[int] = None,
+    overlap: Optional[bool] = None,
 ) -> GenerationResult:
     """Prefill once, then decode greedily one token per step from the recurrent cache.
 
@@ -52,7 +53,8 @@ def greedy_generate(
     finished rows leave the batch (their cache rows are dropped), so a batch costs what its
     longest answer costs, not ``max_new_tokens`` steps for everyone. Greedy decoding makes this
     equal to "generate to max length, then cut" for the text before the stop.
-    ``vocab_limit`` masks logits of ids >= limit (padded vocabulary rows).
+    ``vocab_limit`` masks logits of ids >= limit (padded vocabulary rows). ``overlap`` (None: on CUDA) queues
+    each decode step before the host reads the previous step's tokens (below); the tokens do not change.
     """
     B = input_ids.shape[0]
     out: list[list[int]] = [[] for _ in range(B)]
@@ -62,25 +64,56 @@ def greedy_generate(
     logits, cache = model.prefill(input_ids, attention_mask)
     if hasattr(cache, "reserve"):
         cache.reserve(max_new_tokens - 1)  # the first token comes from the prefill
+    ids = _greedy(logits, vocab_limit)
+    # On CUDA the host's per-token work (copying the ids back, is_done, bookkeeping) overlaps the next decode
+    # step: step t + 1 is queued for every active row before the tokens of step t are read, and rows that turn
+    # out to be finished are dropped from its result. Rows are independent, so the kept rows' tokens are the
+    # same either way; a finished row costs one extra step of batch work. Without this, the GPU idled during
+    # the host's part of every step (about a third of a Mamba-130M decode step at batch 32).
+    overlap = ids.is_cuda if overlap is None else (overlap and ids.is_cuda)
     active = list(range(B))
     steps = 0
+    n = 0  # tokens so far, the same for every active row
     while True:
-        if vocab_limit is not None and logits.shape[-1] > vocab_limit:
-            logits[:, vocab_limit:] = float("-inf")
-        next_ids = logits.argmax(-1)
+        n += 1
+        last = n >= max_new_tokens
+        nxt = None
+        if overlap:
+            host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
+            host.copy_(ids, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+            if not last:
+                nxt = _greedy(model.step(ids, cache), vocab_limit)
+                steps += 1
+            copied.synchronize()
+            toks = host.tolist()
+        else:
+            toks = ids.tolist()
         keep = []
-        for j, (row, tok) in enumerate(zip(active, next_ids.tolist())):
+        for j, (row, tok) in enumerate(zip(active, toks)):
             out[row].append(tok)
             done[row] = is_done is not None and is_done(out[row])
-            if not done[row] and len(out[row]) < max_new_tokens:
+            if not done[row] and not last:
                 keep.append(j)
         if not keep:
             return GenerationResult(out, steps, done)
         if len(keep) < len(active):
-            idx = torch.tensor(keep, device=next_ids.device)
-            active, next_ids, cache = [active[j] for j in keep], next_ids[idx], cache.select(idx)
-        logits = model.step(next_ids, cache)
-        steps += 1
+            idx = torch.tensor(keep, device=ids.device)
+            active, cache = [active[j] for j in keep], cache.select(idx)
+            ids = ids[idx] if nxt is None else ids
+            nxt = nxt[idx] if nxt is not None else None
+        if nxt is None:
+            nxt = _greedy(model.step(ids, cache), vocab_limit)
+            steps += 1
+        ids = nxt
+
+
+def _greedy(logits: torch.Tensor, vocab_limit: Optional[int]) -> torch.Tensor:
+    """Argmax over the tokenizer's vocabulary (padded rows of the logits masked out, in place)."""
+    if vocab_limit is not None and logits.shape[-1] > vocab_limit:
+        logits[:, vocab_limit:] = float("-inf")
+    return logits.argmax(-1)
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device=None):

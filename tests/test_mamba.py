@@ -3,6 +3,7 @@ the mamba_ssm checkpoint and with transformers' own path, recurrent decode, padd
 
 reference-models.md §10 items 8–10 and 12 for Mamba; CPU, fp32, tiny random checkpoints (d 64, 3 layers).
 """
+import copy
 import json
 import math
 
@@ -292,6 +293,22 @@ def test_rows_leaving_the_batch(model):
     for i in range(3):
         assert out.tokens[i] == alone[i][: len(out.tokens[i])]
         assert len(out.tokens[i]) == lengths[i]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the overlapped decode loop runs on CUDA only")
+def test_overlapped_decode_matches_plain_loop_on_cuda(model):
+    """On CUDA greedy_generate queues step t + 1 before reading step t's tokens; rows that finish meanwhile are
+    dropped from that step's result. Same tokens as the plain loop and as each prompt alone."""
+    m = copy.deepcopy(model).cuda()
+    seqs = [ids_of(40 + i, 1, 4 + 3 * i)[0].tolist() for i in range(3)]
+    ids, mask = left_pad(seqs, 0, device="cuda")
+    alone = [greedy_generate(m, torch.tensor([s], device="cuda"), None, 7, overlap=False).tokens[0] for s in seqs]
+    lengths = {0: 2, 1: 7, 2: 4}
+    done_at = {tuple(alone[i][:lengths[i]]): i for i in range(3)}
+    for overlap in (False, True):
+        out = greedy_generate(m, ids, mask, 7, is_done=lambda toks: tuple(toks) in done_at, overlap=overlap)
+        for i in range(3):
+            assert out.tokens[i] == alone[i][:lengths[i]]
 
 
 def test_half_precision_keeps_recurrence_params_fp32(ckpt, model):

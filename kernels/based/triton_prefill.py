@@ -19,7 +19,6 @@ Algorithm, per (batch, head, dv block, sequence segment) program, looping over c
   the [BT, 160] feature tiles costs two small matmuls per block and no gather. Readout
   ``φ(q) S`` and update ``S += φ(k)ᵀ V`` are then two matmuls per block; the state stays in fp32
   registers for the whole sequence (operands are cast to the dot dtype, bf16 for 16-bit inputs).
-  Block X's state is held transposed (Vᵀ φ_X(k): 64-row matmuls, all on wgmma).
 * segments: with few (batch, head) pairs the sequence is cut into segments of whole chunks; a
   state-only pass (same kernel, ``COMPUTE_OUT=False``) gives each segment's Σφ(k)vᵀ, a prefix sum
   over segments (torch, tiny) gives each segment its initial state, then the output pass runs all
@@ -28,7 +27,7 @@ Algorithm, per (batch, head, dv block, sequence segment) program, looping over c
 Tuned options (``config``; defaults in ``_default_config``, measured in benchmarks/README.md):
 ``BT`` chunk length (64), ``BLOCK_DV`` value columns per program (64), ``num_warps`` (4: one
 warpgroup), ``num_stages`` (2), ``kt`` (key features built transposed, so the update's A operand
-comes from registers; block A only), ``sel16`` (16-bit inputs: selections and feature products in fp16 with
+comes from registers), ``sel16`` (16-bit inputs: selections and feature products in fp16 with
 fp16 accumulators, keys scaled by 1/16 first; half the registers of fp32 tiles; finite for
 |k| < 4096 and |q| < 1024 -- fp32 inputs never use it).
 
@@ -62,8 +61,8 @@ D_COMPACT = feature_dim(F_SUPPORTED)  # 153
 
 @triton.jit
 def _sel_tables(F: tl.constexpr, SEL_DTYPE: tl.constexpr, TRANS: tl.constexpr):
-    """Selection matrices (0/1, [16, n]; block A's transposed [n, 16] with TRANS) and per-column
-    weights/biases of the two feature blocks (see module doc), in the selection dtype."""
+    """Selection matrices (0/1, [16, n] or transposed [n, 16]) and per-column weights/biases of the
+    two feature blocks (see module doc), in the selection dtype."""
     rows = tl.arange(0, F)
     # block A: column r = d*16 + a, pair (a, (a+d) % 16)
     cA = tl.arange(0, 128)
@@ -74,14 +73,16 @@ def _sel_tables(F: tl.constexpr, SEL_DTYPE: tl.constexpr, TRANS: tl.constexpr):
     cX = tl.arange(0, 32)
     pX = tl.where(cX < 16, cX, cX - 16)
     qX = cX - 8
-    if TRANS:  # block A only: block X's key features are built untransposed (see _update)
+    if TRANS:
         selPA = (aA[:, None] == rows[None, :]).to(tl.float32).to(SEL_DTYPE)
         selQA = (bA[:, None] == rows[None, :]).to(tl.float32).to(SEL_DTYPE)
+        selPX = ((pX[:, None] == rows[None, :]) & (cX[:, None] < 24)).to(tl.float32).to(SEL_DTYPE)
+        selQX = ((qX[:, None] == rows[None, :]) & (cX[:, None] >= 16) & (cX[:, None] < 24)).to(tl.float32).to(SEL_DTYPE)
     else:
         selPA = (rows[:, None] == aA[None, :]).to(tl.float32).to(SEL_DTYPE)
         selQA = (rows[:, None] == bA[None, :]).to(tl.float32).to(SEL_DTYPE)
-    selPX = ((rows[:, None] == pX[None, :]) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
-    selQX = ((rows[:, None] == qX[None, :]) & (cX[None, :] >= 16) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
+        selPX = ((rows[:, None] == pX[None, :]) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
+        selQX = ((rows[:, None] == qX[None, :]) & (cX[None, :] >= 16) & (cX[None, :] < 24)).to(tl.float32).to(SEL_DTYPE)
     wA = tl.where(dA == 0, 0.5, 1.0)
     bPX = tl.where(cX == 24, 1.0, 0.0)
     bQX = tl.where((cX < 16) | (cX == 24), 1.0, 0.0)
@@ -120,15 +121,12 @@ def _sel_dot(a, b, SEL16: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _update(kd, vd, m, SA, SXt, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX, ksc,
+def _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX, ksc,
             DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, SEL16: tl.constexpr, KT: tl.constexpr):
     """S += φ(k)ᵀ V, z += Σ φ(k) for one chunk (k and v zero at masked / out-of-range positions).
-    Block A: KT builds its key features transposed ([128, BT]: the update's A operand comes straight from
-    registers). Block X is kept transposed, SXᵀ [dv, 32] += Vᵀ φ_X(k), so both of its matmuls have 64 rows
-    (wgmma; 32 rows would fall back to mma.sync: 5.38 against 5.58 ms on an H100) and its z comes out with
-    the features along columns, as the readout uses it. ``selPX`` etc. are the plain (untransposed) tables.
-    SEL16: selections and feature products in fp16 on k/16 (exact selections, half the registers; the
-    state then holds features / ``fac``, undone at readout and state I/O)."""
+    KT: build the key features transposed ([n, BT]: the update's A operand comes straight from
+    registers). SEL16: selections and feature products in fp16 on k/16 (exact selections, half the
+    registers; the state then holds features / ``fac``, undone at readout and state I/O)."""
     if SEL16:
         ks = (kd.to(tl.float32) * ksc).to(tl.float16)
         PD: tl.constexpr = tl.float16
@@ -139,19 +137,24 @@ def _update(kd, vd, m, SA, SXt, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX
         kt = tl.trans(ks)  # [16, BT]
         KA = _sel_dot(selPA, kt, SEL16, PRECISION) * _sel_dot(selQA, kt, SEL16, PRECISION)
         KA = KA * wA.to(PD)[:, None]
+        KX = (_sel_dot(selPX, kt, SEL16, PRECISION) + bPX.to(PD)[:, None]) * \
+             (_sel_dot(selQX, kt, SEL16, PRECISION) + bQX.to(PD)[:, None])
+        KX = KX * m.to(PD)[None, :]
         SA = tl.dot(KA.to(DOT_DTYPE), vd, SA, input_precision=PRECISION)
+        SX = tl.dot(KX.to(DOT_DTYPE), vd, SX, input_precision=PRECISION)
         zA += tl.sum(KA.to(tl.float32), 1)
+        zX += tl.sum(KX.to(tl.float32), 1)
     else:
         KA = _sel_dot(ks, selPA, SEL16, PRECISION) * _sel_dot(ks, selQA, SEL16, PRECISION)
         KA = KA * wA.to(PD)[None, :]
+        KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
+             (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
+        KX = KX * m.to(PD)[:, None]
         SA = tl.dot(tl.trans(KA.to(DOT_DTYPE)), vd, SA, input_precision=PRECISION)
+        SX = tl.dot(tl.trans(KX.to(DOT_DTYPE)), vd, SX, input_precision=PRECISION)
         zA += tl.sum(KA.to(tl.float32), 0)
-    KX = (_sel_dot(ks, selPX, SEL16, PRECISION) + bPX.to(PD)[None, :]) * \
-         (_sel_dot(ks, selQX, SEL16, PRECISION) + bQX.to(PD)[None, :])
-    KX = KX * m.to(PD)[:, None]
-    SXt = tl.dot(tl.trans(vd), KX.to(DOT_DTYPE), SXt, input_precision=PRECISION)
-    zX += tl.sum(KX.to(tl.float32), 0)
-    return SA, SXt, zA, zX
+        zX += tl.sum(KX.to(tl.float32), 0)
+    return SA, SX, zA, zX
 
 
 @triton.jit
@@ -196,10 +199,10 @@ def _based_chunk_kernel(
         facA = tl.full([128], 1.0, tl.float32)
         facX = tl.full([32], 1.0, tl.float32)
     selPA, selQA, wA, selPX, selQX, bPX, bQX = _sel_tables(F, SEL_DTYPE, False)
-    if KT:  # block A's key features transposed (block X's always use the plain tables, see _update)
-        tPA, tQA, twA, _, _, _, _ = _sel_tables(F, SEL_DTYPE, True)
+    if KT:
+        tPA, tQA, twA, tPX, tQX, tbPX, tbQX = _sel_tables(F, SEL_DTYPE, True)
     else:
-        tPA, tQA, twA = selPA, selQA, wA
+        tPA, tQA, twA, tPX, tQX, tbPX, tbQX = selPA, selQA, wA, selPX, selQX, bPX, bQX
     rowA, gA, rowX, gX, validX = _state_rows(scale)
     gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
     gX = gX * facX
@@ -209,14 +212,14 @@ def _based_chunk_kernel(
         zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
         SA = tl.load(sbase + rowA[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
         SA = SA / gA[:, None]
-        SXt = tl.load(sbase + rowX[None, :] * DV + cols_v[:, None],
-                      mask=validX[None, :] & vmask[:, None], other=0.0)
-        SXt = SXt / gX[None, :]
+        SX = tl.load(sbase + rowX[:, None] * DV + cols_v[None, :],
+                     mask=validX[:, None] & vmask[None, :], other=0.0)
+        SX = SX / gX[:, None]
         zA = tl.load(zbase + rowA) / gA
         zX = tl.load(zbase + rowX, mask=validX, other=0.0) / gX
     else:
         SA = tl.zeros([128, BLOCK_DV], dtype=tl.float32)
-        SXt = tl.zeros([BLOCK_DV, 32], dtype=tl.float32)  # block X's state, transposed (see _update)
+        SX = tl.zeros([32, BLOCK_DV], dtype=tl.float32)
         zA = tl.zeros([128], dtype=tl.float32)
         zX = tl.zeros([32], dtype=tl.float32)
 
@@ -253,7 +256,7 @@ def _based_chunk_kernel(
             QA = _sel_dot(qsel, selPA, SEL16, PRECISION) * _sel_dot(qsel, selQA, SEL16, PRECISION)
             QX = (_sel_dot(qsel, selPX, SEL16, PRECISION) + bPX.to(QA.dtype)[None, :]) * \
                  (_sel_dot(qsel, selQX, SEL16, PRECISION) + bQX.to(QA.dtype)[None, :])
-            acc = tl.dot(QX.to(DOT_DTYPE), tl.trans((SXt * facX[None, :]).to(DOT_DTYPE)), input_precision=PRECISION)
+            acc = tl.dot(QX.to(DOT_DTYPE), (SX * facX[:, None]).to(DOT_DTYPE), input_precision=PRECISION)
             acc = tl.dot(QA.to(DOT_DTYPE), (SA * facA[:, None]).to(DOT_DTYPE), acc, input_precision=PRECISION)
             den = tl.sum(QX.to(tl.float32) * (zX * facX)[None, :], 1) + \
                 tl.sum(QA.to(tl.float32) * (zA * facA)[None, :], 1)
@@ -272,17 +275,17 @@ def _based_chunk_kernel(
         if SKIP_EMPTY:
             # state-only pass over a sparse mask (PLA encoder prefix): skip chunks with no key
             if tl.max(m, 0) > 0:
-                SA, SXt, zA, zX = _update(kd, vd, m, SA, SXt, zA, zX, tPA, tQA, twA, selPX, selQX,
-                                          bPX, bQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
+                SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
+                                         tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
         else:
-            SA, SXt, zA, zX = _update(kd, vd, m, SA, SXt, zA, zX, tPA, tQA, twA, selPX, selQX,
-                                      bPX, bQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
+            SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
+                                     tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
 
     if WRITE_STATE:
         sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
         tl.store(sbase_o + rowA[:, None] * DV + cols_v[None, :], SA * gA[:, None], mask=vmask[None, :])
-        tl.store(sbase_o + rowX[None, :] * DV + cols_v[:, None], SXt * gX[None, :],
-                 mask=validX[None, :] & vmask[:, None])
+        tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
+                 mask=validX[:, None] & vmask[None, :])
         if pid_v == 0:
             zbase_o = zo_ptr + pid_s * zo_seg + b * zo_b + h * zo_h
             tl.store(zbase_o + rowA, zA * gA)
@@ -390,9 +393,6 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         HAS_MASK=mask_u8 is not None, HAS_INIT=init is not None, WRITE_STATE=state_out is not None,
         COMPUTE_OUT=compute_out, SKIP_EMPTY=skip_empty, DOT_DTYPE=dot_dtype, PRECISION=precision, **extra,
     )
-    if compute_out and cfg.get("gluon") and _gluon_ok(q, k, v, out, cfg):
-        LAST_KERNEL = _gluon.launch(args, grid, dv, mask_u8 is not None, init is not None, state_out is not None)
-        return
     try:
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=cfg["num_warps"],
                                                 num_stages=cfg["num_stages"])
@@ -402,22 +402,6 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         # is not required: chunks only tile each segment, seg_len stays a multiple of BT.
         flags["BT"] = 32 if seg_len % 64 else 64
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=4, num_stages=1)
-
-
-_gluon = None  # kernels.based.gluon_prefill once imported, False if this Triton has no Gluon
-
-
-def _gluon_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, cfg: dict) -> bool:
-    """The Gluon output pass (``gluon_prefill``) can take this launch: Gluon imports, bf16 on Hopper, BT 64,
-    64 value columns per program, and not under Triton's CPU interpreter (which does not run Gluon)."""
-    global _gluon
-    if _gluon is None:
-        try:
-            from . import gluon_prefill as mod
-            _gluon = mod
-        except Exception:  # a Triton without Gluon
-            _gluon = False
-    return (bool(_gluon) and not interpreting() and _gluon.supported(q, v, cfg) and _gluon.supported(k, out, cfg))
 
 
 def _contig_last(x: torch.Tensor) -> torch.Tensor:
