@@ -223,7 +223,7 @@ class Mamba2LM(MambaBackboneLM):
         x, B, C = torch.split(xBCc, [s.d_inner, s.ngroups * s.d_state, s.ngroups * s.d_state], dim=-1)
         # x, B, C: strided views of the conv output in the model dtype; y in float32 for the gated norm
         y, S = ssd_prefill(
-            x.reshape(b, T, s.nheads, s.headdim), dt, -torch.exp(m.A_log.float()),
+            x.reshape(b, T, s.nheads, s.headdim), dt, self._neg_exp_A(m),
             B.reshape(b, T, s.ngroups, s.d_state), C.reshape(b, T, s.ngroups, s.d_state), s.chunk_size,
             D=m.D.float(), dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit, mask=mask, backend=self.kernels,
             out_dtype=torch.float32,
@@ -242,7 +242,7 @@ class Mamba2LM(MambaBackboneLM):
         # x, B, C in the model dtype: the prefill scan reads them in the model dtype too
         xc = conv_step(st["conv"], xBC, m.conv1d.weight[:, 0], m.conv1d.bias, out_dtype=h.dtype, backend=self.kernels)
         x, B, C = torch.split(xc, [s.d_inner, G * N, G * N], dim=-1)
-        y = ssd_step(st["ssm"], x.view(Bn, H, P), dt, -torch.exp(m.A_log.float()), B.view(Bn, G, N),
+        y = ssd_step(st["ssm"], x.view(Bn, H, P), dt, self._neg_exp_A(m), B.view(Bn, G, N),
                      C.view(Bn, G, N), D=m.D.float(), dt_bias=m.dt_bias.float(), dt_limit=s.dt_limit,
                      backend=self.kernels, out_dtype=torch.float32)
         y = gated_rms_norm(y.reshape(Bn, s.d_inner), z, m.norm.weight, s.eps, G, h.dtype, backend=self.kernels)

@@ -311,6 +311,22 @@ def test_overlapped_decode_matches_plain_loop_on_cuda(model):
             assert out.tokens[i] == alone[i][:lengths[i]]
 
 
+def test_decay_rates_cached_per_weight_version(ckpt):
+    """A = -exp(A_log) is computed once, not per decode step, and follows in-place edits of A_log."""
+    m = mamba.load_model(str(ckpt))
+    mixer = m.hf.backbone.layers[0].mixer
+    a = m._neg_exp_A(mixer)
+    assert a is m._neg_exp_A(mixer)
+    torch.testing.assert_close(a, -torch.exp(mixer.A_log.float()), rtol=0, atol=0)
+    ids = ids_of(70, 1, 6)
+    before = m(ids)
+    with torch.no_grad():
+        mixer.A_log.add_(0.5)
+    assert not torch.equal(m._neg_exp_A(mixer), a)
+    torch.testing.assert_close(m._neg_exp_A(mixer), -torch.exp(mixer.A_log.float()), rtol=0, atol=0)
+    assert not torch.equal(m(ids), before)
+
+
 def test_half_precision_keeps_recurrence_params_fp32(ckpt, model):
     m = mamba.load_model(str(ckpt), dtype=torch.bfloat16)
     mixer = m.hf.backbone.layers[0].mixer
@@ -324,24 +340,26 @@ def test_half_precision_keeps_recurrence_params_fp32(ckpt, model):
 
 def test_static_decode_buffers_follow_select_and_interleaving(ckpt, model):
     """The CUDA-graph bookkeeping (static full-batch buffers, live rows, hand-over between caches), run eagerly
-    on CPU with cuda_graphs="static": must give exactly the eager decode."""
+    on CPU with cuda_graphs="static": must give the eager decode. Tolerance 1e-5, not 0: the static path runs
+    its matmuls at the full batch, and on a many-core CPU the GEMM blocking (so the rounding) depends on the
+    batch size (3.8e-6 seen on 16 cores); a bookkeeping error moves logits by O(1)."""
     m = mamba.load_model(str(ckpt), cuda_graphs="static")
     a_ids, b_ids = ids_of(60, 3, 8), ids_of(61, 3, 5)
     la, ca = m.prefill(a_ids)
     ra, rca = model.prefill(a_ids)
     toks = [ids_of(62 + i, 1, 3)[0] for i in range(6)]
-    torch.testing.assert_close(m.step(toks[0], ca), model.step(toks[0], rca), rtol=0, atol=1e-6)
+    torch.testing.assert_close(m.step(toks[0], ca), model.step(toks[0], rca), rtol=0, atol=1e-5)
     assert ca._runner is not None and ca.batch_size == 3
     ca.select(torch.tensor([2, 0]))
     rca.select(torch.tensor([2, 0]))
     assert ca.batch_size == 2 and ca.layers[0]["ssm"].shape[0] == 3  # static buffers keep the full batch
-    torch.testing.assert_close(m.step(toks[1][:2], ca), model.step(toks[1][:2], rca), rtol=0, atol=1e-6)
+    torch.testing.assert_close(m.step(toks[1][:2], ca), model.step(toks[1][:2], rca), rtol=0, atol=1e-5)
     # a second cache of the same batch size takes the buffers over; the first gets its own copy back
     lb, cb = m.prefill(b_ids)
     _, rcb = model.prefill(b_ids)
-    torch.testing.assert_close(m.step(toks[2], cb), model.step(toks[2], rcb), rtol=0, atol=1e-6)
+    torch.testing.assert_close(m.step(toks[2], cb), model.step(toks[2], rcb), rtol=0, atol=1e-5)
     assert ca._runner is None and ca.layers[0]["ssm"].shape[0] == 2
-    torch.testing.assert_close(m.step(toks[3][:2], ca), model.step(toks[3][:2], rca), rtol=0, atol=1e-6)
-    torch.testing.assert_close(m.step(toks[4], cb), model.step(toks[4], rcb), rtol=0, atol=1e-6)
+    torch.testing.assert_close(m.step(toks[3][:2], ca), model.step(toks[3][:2], rca), rtol=0, atol=1e-5)
+    torch.testing.assert_close(m.step(toks[4], cb), model.step(toks[4], rcb), rtol=0, atol=1e-5)
     out = greedy_generate(m, a_ids, None, 6)
     assert out.tokens == greedy_generate(model, a_ids, None, 6).tokens
