@@ -32,3 +32,10 @@ def test_gpu_check_hazy_smoke(tmp_path):
     results = json.loads((tmp_path / "gpu_check_hazy.json").read_text())["results"]
     assert "error" not in results, results.get("error")
     assert any("graphed vs eager" in k for k in results["parity"])
+
+
+def test_decode_loop_smoke():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decode_loop.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "tokens identical: True" in proc.stdout
