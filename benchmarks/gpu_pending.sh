@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements of benchmarks/README.md ("GPU runs of 2026-11-23"), as device calls of under 10 minutes
-# each; parts 3 (fla's GLA anchor in the same run as ours) and 6 are still owed. Run from the repo root on the GPU
+# each (all run on an H100 by the third session; logs in results/gpu/). Run from the repo root on the GPU
 # machine, with the wheels of fla-core 0.6.0, flash-linear-attention 0.6.0 and transformers 5.23.0 carried in
 # .whl_ssm/ (see gpu_check_ssm.py):
 #
@@ -9,7 +9,7 @@
 #   bash benchmarks/gpu_pending.sh 3   # GLA-1.3B: ours vs fla's own generate, same prompts (fla autotunes minutes)
 #   bash benchmarks/gpu_pending.sh 4   # fused conv / norm kernels, prefill at N=32768, Mamba + Mamba-2 adapters
 #   bash benchmarks/gpu_pending.sh 5   # GLA-1.3B again (fused norms): speed, parity (the anchor needs part 3)
-#   bash benchmarks/gpu_pending.sh 6   # owed: SSD prefill tile tune, fused add+norm, Mamba / Mamba-2 re-timed
+#   bash benchmarks/gpu_pending.sh 6   # SSD prefill tile tune, fused add+norm, Mamba / Mamba-2 re-timed
 #   bash benchmarks/gpu_pending.sh 7   # kernel tests on the GPU; the overlapped decode loop and the SSD default
 #                                      # re-timed (Mamba, Mamba-2, hazy families)
 #
