@@ -83,7 +83,7 @@ def greedy_generate(
             host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
             host.copy_(ids, non_blocking=True)
             copied = torch.cuda.Event()
-            copied.record()
+            copied.record(torch.cuda.current_stream(ids.device))
             if not last:
                 nxt = _greedy(model.step(ids, cache), vocab_limit)
                 steps += 1
@@ -102,8 +102,10 @@ def greedy_generate(
         if len(keep) < len(active):
             idx = torch.tensor(keep, device=ids.device)
             active, cache = [active[j] for j in keep], cache.select(idx)
-            ids = ids[idx] if nxt is None else ids
-            nxt = nxt[idx] if nxt is not None else None
+            if nxt is None:
+                ids = ids[idx]
+            else:  # the queued step ran for the finished rows too: drop them from its result
+                nxt = nxt[idx]
         if nxt is None:
             nxt = _greedy(model.step(ids, cache), vocab_limit)
             steps += 1
