@@ -54,7 +54,8 @@ def greedy_generate(
     longest answer costs, not ``max_new_tokens`` steps for everyone. Greedy decoding makes this
     equal to "generate to max length, then cut" for the text before the stop.
     ``vocab_limit`` masks logits of ids >= limit (padded vocabulary rows). ``overlap`` (None: on CUDA) queues
-    each decode step before the host reads the previous step's tokens (below); the tokens do not change.
+    each decode step before the host reads the previous step's tokens (below); the tokens do not change
+    (on CPU it only changes the order, which the tests use to check the CUDA path's bookkeeping).
     """
     B = input_ids.shape[0]
     out: list[list[int]] = [[] for _ in range(B)]
@@ -71,7 +72,7 @@ def greedy_generate(
     # same either way; a finished row costs one extra step of batch work. Without this, the GPU idled during
     # the host's part of every step (H100, batch 32, graphed decode: Mamba-130M 1.07 -> 0.86 ms per step;
     # Based-360M 1.03x per batch, benchmarks/decode_loop.py).
-    overlap = ids.is_cuda if overlap is None else (overlap and ids.is_cuda)
+    overlap = ids.is_cuda if overlap is None else bool(overlap)  # on CPU: same order, no gain (tests use it)
     active = list(range(B))
     steps = 0
     n = 0  # tokens so far, the same for every active row
@@ -80,14 +81,17 @@ def greedy_generate(
         last = n >= max_new_tokens
         nxt = None
         if overlap:
-            host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
-            host.copy_(ids, non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record(torch.cuda.current_stream(ids.device))
+            host, copied = ids, None
+            if ids.is_cuda:
+                host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
+                host.copy_(ids, non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record(torch.cuda.current_stream(ids.device))
             if not last:
                 nxt = _greedy(model.step(ids, cache), vocab_limit)
                 steps += 1
-            copied.synchronize()
+            if copied is not None:
+                copied.synchronize()
             toks = host.tolist()
         else:
             toks = ids.tolist()

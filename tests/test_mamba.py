@@ -295,20 +295,24 @@ def test_rows_leaving_the_batch(model):
         assert len(out.tokens[i]) == lengths[i]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the overlapped decode loop runs on CUDA only")
-def test_overlapped_decode_matches_plain_loop_on_cuda(model):
-    """On CUDA greedy_generate queues step t + 1 before reading step t's tokens; rows that finish meanwhile are
-    dropped from that step's result. Same tokens as the plain loop and as each prompt alone."""
-    m = copy.deepcopy(model).cuda()
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_overlapped_decode_matches_plain_loop(model, device):
+    """greedy_generate(overlap=True) (the CUDA default) queues step t + 1 before reading step t's tokens; rows that
+    finish meanwhile are dropped from that step's result. Same tokens as the plain loop and as each prompt alone
+    (on CPU the same bookkeeping runs without the asynchronous copy)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    m = copy.deepcopy(model).to(device)
     seqs = [ids_of(40 + i, 1, 4 + 3 * i)[0].tolist() for i in range(3)]
-    ids, mask = left_pad(seqs, 0, device="cuda")
-    alone = [greedy_generate(m, torch.tensor([s], device="cuda"), None, 7, overlap=False).tokens[0] for s in seqs]
+    ids, mask = left_pad(seqs, 0, device=device)
+    alone = [greedy_generate(m, torch.tensor([s], device=device), None, 7, overlap=False).tokens[0] for s in seqs]
     lengths = {0: 2, 1: 7, 2: 4}
     done_at = {tuple(alone[i][:lengths[i]]): i for i in range(3)}
     for overlap in (False, True):
         out = greedy_generate(m, ids, mask, 7, is_done=lambda toks: tuple(toks) in done_at, overlap=overlap)
         for i in range(3):
             assert out.tokens[i] == alone[i][:lengths[i]]
+        assert out.steps == 6  # the longest row's 6 steps (a step is one batch step, whoever is in it)
 
 
 def test_decay_rates_cached_per_weight_version(ckpt):
