@@ -122,14 +122,10 @@ def meta_shapes(module_cls, config) -> dict:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype=None, backend: str = "torch") -> torch.Tensor:
-    """``w ⊙ x / sqrt(mean(x²) + eps)`` in float32, cast to ``out_dtype`` (default: the weight's dtype).
-    Another ``backend`` ("auto", "triton") goes through the kernels' dispatcher: one Triton pass on CUDA
-    (kernels/mamba/norm_triton.py), the same PyTorch math elsewhere."""
-    if backend != "torch":
-        return gated_rms_norm(x, None, weight, eps, 1, out_dtype or weight.dtype, norm_first=True, backend=backend)
-    xf = x.float()
-    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
-    return y.to(out_dtype or weight.dtype)
+    """``w ⊙ x / sqrt(mean(x²) + eps)`` in float32, cast to ``out_dtype`` (default: the weight's dtype): the
+    kernels' gated RMSNorm without a gate, so ``backend`` "auto" / "triton" is one Triton pass on CUDA
+    (kernels/mamba/norm_triton.py) and "torch" the PyTorch math."""
+    return gated_rms_norm(x, None, weight, eps, 1, out_dtype or weight.dtype, norm_first=True, backend=backend)
 
 
 def as_mask(attention_mask: Optional[torch.Tensor], input_ids: torch.Tensor) -> Optional[torch.Tensor]:
