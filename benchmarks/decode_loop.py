@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,23 +21,6 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import gpu_check_hazy as hz  # noqa: E402
-
-from jrt_eval.model_adapters.base import greedy_generate  # noqa: E402
-
-
-def timed(model, ids, new_tokens, overlap, reps):
-    best, tokens = float("inf"), None
-    for i in range(reps + 1):
-        hz.sync()
-        t0 = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16,
-                                                    enabled=ids.is_cuda):
-            out = greedy_generate(model, ids, None, new_tokens, vocab_limit=50257, overlap=overlap)
-        hz.sync()
-        if i:
-            best = min(best, time.perf_counter() - t0)
-        tokens = out.tokens
-    return best, tokens
 
 
 def main(argv=None):
@@ -58,8 +40,8 @@ def main(argv=None):
     res = {}
     for graphed in ((True, False) if dev.type == "cuda" else (False,)):
         for overlap in (False, True):
-            with hz.graphs(model, graphed):
-                t, toks = timed(model, ids, new, overlap, args.reps)
+            t, toks = hz.timed_generate(model, ids, None, new, autocast=dev.type == "cuda", reps=args.reps,
+                                        cuda_graphs=graphed, overlap=overlap)
             res[(graphed, overlap)] = (t, toks)
             print(f"  cuda_graphs={graphed!s:<5} overlap={overlap!s:<5} {t:.3f} s per batch "
                   f"({B / t:.1f} prompts/s)", flush=True)

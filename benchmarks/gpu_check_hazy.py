@@ -204,10 +204,10 @@ def graph_parity(family, model, device, T, new_tokens=24):
     free_graphs(model)
 
 
-def timed_generate(model, ids, mask, new_tokens, autocast, reps=1, cuda_graphs=None, info=None):
+def timed_generate(model, ids, mask, new_tokens, autocast, reps=1, cuda_graphs=None, info=None, overlap=None):
     """Best of ``reps`` timed runs (seconds) after one untimed run at the same shapes (JIT, allocator, graph
-    capture); ``cuda_graphs`` overrides the model's setting for these runs. ``info`` (a dict) receives the
-    untimed first run's time and the peak GPU memory."""
+    capture); ``cuda_graphs`` overrides the model's setting for these runs, ``overlap`` is greedy_generate's.
+    ``info`` (a dict) receives the untimed first run's time and the peak GPU memory."""
     best, tokens = float("inf"), None
     mode = model.cuda_graphs if cuda_graphs is None else cuda_graphs
     peak_reset()
@@ -216,7 +216,7 @@ def timed_generate(model, ids, mask, new_tokens, autocast, reps=1, cuda_graphs=N
             sync()
             t0 = time.perf_counter()
             with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = greedy_generate(model, ids, mask, new_tokens, None, vocab_limit=50257)
+                out = greedy_generate(model, ids, mask, new_tokens, None, vocab_limit=50257, overlap=overlap)
             sync()
             elapsed = time.perf_counter() - t0
             if i == 0 and info is not None:
