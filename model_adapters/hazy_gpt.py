@@ -381,7 +381,6 @@ class HazyGPT(RecurrentLM):
     state and kernel choice; Based / JRT-RNN states do not depend on the prompt, so their graphs serve every batch.
     """
 
-    MAX_GRAPHS = 4
     MAX_KV_GRAPHS = 2  # graphs holding full-attention KV buffers (batch x capacity x layers: gigabytes at 360M)
     KV_BUCKET = 128
 

@@ -244,6 +244,10 @@ class MambaBackboneLM(RecurrentLM):
             resid, h = self._add_rms_norm(resid, out, nxt, s.eps, dtype)
         return self.hf.lm_head(h)
 
+    @property
+    def norm_backend(self) -> str:  # the RMSNorms follow the kernels option (auto: Triton on CUDA)
+        return self.kernels
+
     def _neg_exp_A(self, m) -> torch.Tensor:
         """A = -exp(A_log) in float32, computed once per weight version: every decode step used to launch two
         elementwise kernels per layer for it (~6% of a Mamba-2-130M decode step at batch 32 on an H100). Keyed on
@@ -277,7 +281,6 @@ class MambaLM(MambaBackboneLM):
         from transformers import MambaForCausalLM
 
         self.kernels = kernels
-        self.norm_backend = kernels
         self.hf = MambaForCausalLM(hf_config(spec))
 
     # ------------------------------------------------------------------ fast path
@@ -289,8 +292,9 @@ class MambaLM(MambaBackboneLM):
         xc = causal_conv1d(x, m.conv1d.weight[:, 0], m.conv1d.bias, mask=mask, backend=self.kernels)
         dt_low, B, C = torch.split(m.x_proj(xc), [s.dt_rank, s.d_state, s.d_state], dim=-1)
         dt = F.linear(dt_low, m.dt_proj.weight)  # the bias is added in float32 inside the scan
-        y, h_last = selective_scan_fn(xc, dt, self._neg_exp_A(m), B, C, D=m.D.float(), z=z, dt_bias=m.dt_proj.bias.float(), mask=mask,
-                                   backend=self.kernels, out_dtype=h.dtype)
+        y, h_last = selective_scan_fn(xc, dt, self._neg_exp_A(m), B, C, D=m.D.float(), z=z,
+                                      dt_bias=m.dt_proj.bias.float(), mask=mask, backend=self.kernels,
+                                      out_dtype=h.dtype)
         state = {"conv": conv_tail(x, s.d_conv, mask), "ssm": h_last.contiguous()} if want_state else None
         return m.out_proj(y), state
 

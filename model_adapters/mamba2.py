@@ -212,7 +212,6 @@ class Mamba2LM(MambaBackboneLM):
         if kernels not in ("auto", "torch", "triton"):
             raise ValueError(f"unknown kernels {kernels!r} for mamba2; use auto, torch or triton")
         self.kernels = kernels
-        self.norm_backend = kernels
         self.hf = Mamba2ForCausalLM(hf_config(spec))
 
     def _mixer(self, m, h, mask, want_state):
