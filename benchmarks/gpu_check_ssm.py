@@ -636,7 +636,7 @@ def check_profile(dev, smoke, families=("mamba2", "mamba")):
             if not need(40, f"profile.{family}.{kern}"):
                 continue
             model = (_gla_model(cfg, dev, dt) if family == "gla" else _mamba_model(family, cfg, dev, dt, kernels=kern))
-            ids = torch.randint(0, vocab, (B, L), generator=torch.Generator().manual_seed(9)).to(dev)
+            ids, _ = speed_prompts(vocab, B, L, dev)
             t_pre, _ = timed(lambda m=model: m.prefill(ids), reps=2, warmup=1)
             t_gen, _ = bench_ours(model, ids, None, NEW, reps=1)
             record(f"profile.{family}.{kern}.prefill_s", round(t_pre, 4), f"of generate {t_gen:.3f} s "
