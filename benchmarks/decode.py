@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from common import rel_err  # benchmarks/common.py (the scripts' folder is on the path)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -33,11 +35,6 @@ def copy_bandwidth(nbytes=2 << 30):
     b = torch.empty_like(a)
     ms = triton.testing.do_bench(lambda: b.copy_(a), warmup=25, rep=200, return_mode="median")
     return 2 * nbytes / ms / 1e9  # TB/s (read + write)
-
-
-def rel_err(out, ref):
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).norm() / ref.norm()).item()
 
 
 def main(argv=None):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from common import rel_err  # benchmarks/common.py (the scripts' folder is on the path)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -62,13 +64,6 @@ def attn_flops(B, N, H_, d):
 
 
 # ----------------------------------------------------------------------------------------- refs
-def rel_err(out, ref):
-    out, ref = out.double(), ref.double()
-    if torch.isnan(out).any():
-        return float("nan")
-    return ((out - ref).norm() / ref.norm()).item()
-
-
 def based_ref_slice(q, k, v, enc=None):
     """fp32 reference on batch 0, heads 0-1 (whole sequence); enc = (k_enc, v_enc, enc_mask)."""
     from jrt_eval.kernels.based import reference as R

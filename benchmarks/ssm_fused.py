@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from common import rel_err  # benchmarks/common.py (the scripts' folder is on the path)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -31,11 +33,6 @@ SHAPES = {  # name: (in_proj width, conv slice start, conv channels)
 }
 TUNE = [dict(BT=16, BC=128, num_warps=4), dict(BT=16, BC=256, num_warps=8), dict(BT=8, BC=256, num_warps=4),
         dict(BT=32, BC=128, num_warps=8), dict(BT=64, BC=128, num_warps=8), dict(BT=32, BC=64, num_warps=4)]
-
-
-def rel_err(out, ref):
-    out, ref = out.double(), ref.double()
-    return ((out - ref).norm() / ref.norm()).item()
 
 
 def main(argv=None):
