@@ -29,7 +29,7 @@ def main(argv=None):
     cfg, vocab = G.family_config(args.family, smoke=False)
     model = (G._gla_model(cfg, dev, torch.float32, kernels="torch") if args.family == "gla"
              else G._mamba_model(args.family, cfg, dev, torch.float32))
-    ids = torch.randint(0, vocab, (args.batch, args.length), generator=torch.Generator().manual_seed(950)).to(dev)
+    ids, _ = G.speed_prompts(vocab, args.batch, args.length, dev)  # the speed runs' prompt rule
     with torch.inference_mode():
         logits = model.prefill(ids)[0].float()
     top2 = logits.topk(2, dim=-1).values
