@@ -12,10 +12,16 @@
 #   bash benchmarks/gpu_pending.sh 6   # SSD prefill tile tune, fused add+norm, Mamba / Mamba-2 re-timed
 #   bash benchmarks/gpu_pending.sh 7   # kernel tests on the GPU; the overlapped decode loop and the SSD default
 #                                      # re-timed (Mamba, Mamba-2, hazy families)
+#   bash benchmarks/gpu_pending.sh 8   # the chunk-parallel SSD prefill: tile tune, then Mamba-2 parity and
+#                                      # speed with the fastest config (fourth session)
+#   bash benchmarks/gpu_pending.sh 9   # chunked vs sequential SSD per kernel and at batch 1-4; the skinny decode
+#                                      # matmul against cuBLAS
+#   bash benchmarks/gpu_pending.sh 10  # register caps (maxnreg: 3 programs per SM instead of 2) on the SSD prefill
+#                                      # and the Based prefill / state pass
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 7}
+part=${1:?part 1 to 10}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -65,8 +71,39 @@ case $part in
         --deadline 200 2>&1 | tail -60
     python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --skip-parity --reps 1 --deadline 150 2>&1 | tail -30
     ;;
+8)
+    python3 benchmarks/ssd.py --best-out "$out/best_ssd_config.json" 2>&1 | tee "$out/ssd_tune.txt"
+    if [ -s "$out/best_ssd_config.json" ]; then
+        export JRT_EVAL_SSD_CONFIG=$(cat "$out/best_ssd_config.json")
+    fi
+    echo "JRT_EVAL_SSD_CONFIG=${JRT_EVAL_SSD_CONFIG:-}"
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only parity_mamba,speed_mamba2,profile --profile mamba2 \
+        --deadline 330 2>&1 | tail -60
+    ;;
+9)
+    chunked='[{}, {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+              {"algo": "chunked", "Q": 128, "BM": 64, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+              {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 32, "num_warps": 4, "num_stages": 2}]'
+    python3 benchmarks/ssd.py --breakdown --configs "$chunked" 2>&1 | tee "$out/ssd_breakdown.txt"
+    for shape in "1 2048" "4 2048" "1 16384" "8 1900"; do
+        set -- $shape
+        python3 benchmarks/ssd.py --B $1 --T $2 --configs "$chunked" 2>&1 | tee -a "$out/ssd_small_batch.txt"
+    done
+    python3 benchmarks/skinny_matmul.py --tune --rows 32 1 64 2>&1 | tee "$out/skinny_matmul.txt"
+    ;;
+10)
+    for shape in "32 1900" "32 950" "8 1900" "1 2048"; do
+        set -- $shape
+        python3 benchmarks/ssd.py --B $1 --T $2 --configs '[{}, {"maxnreg": 168}, {"maxnreg": 168, "num_stages": 3}]' \
+            2>&1 | tee -a "$out/ssd_maxnreg.txt"
+    done
+    python3 benchmarks/prefill.py --tune --N 32768 --B 16 --configs '[{}, {"maxnreg": 168}, {"maxnreg": 200}]' \
+        2>&1 | tee "$out/based_maxnreg.txt"
+    python3 benchmarks/prefill.py --tune-state --N 32768 --B 16 --configs '[{}, {"maxnreg": 168}, {"maxnreg": 128}]' \
+        2>&1 | tee -a "$out/based_maxnreg.txt"
+    ;;
 *)
-    echo "part must be 1 to 7" >&2
+    echo "part must be 1 to 10" >&2
     exit 2
     ;;
 esac

@@ -365,6 +365,8 @@ def main(argv=None):
     ap.add_argument("--rep-ms", type=int, default=100)
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_prefill.csv"))
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--configs", default=None, help="--tune / --tune-state: JSON list of configs (default: built in; "
+                    "keys BT, num_warps, num_stages, BLOCK_DV, kt, sel16, maxnreg, n_seg)")
     ap.add_argument("--best-out", default=None, help="--tune: write the fastest config (JSON) here")
     ap.add_argument("--tune-state", action="store_true",
                     help="tile configs of the state-only pass (JRT-RNN encoder over M = N tokens)")
@@ -384,14 +386,14 @@ def main(argv=None):
         for N in args.N:
             for B in args.B:
                 print(f"== tune state-only pass N={N} B={B}")
-                run_tune_state(N, B, dtype, args.rep_ms)
+                run_tune_state(N, B, dtype, args.rep_ms, json.loads(args.configs) if args.configs else None)
         return
     if args.tune:
         best = None
         for N in args.N:
             for B in args.B:
                 print(f"== tune N={N} (Based at 2N) B={B}")
-                res = run_tune(N, B, dtype, args.rep_ms)
+                res = run_tune(N, B, dtype, args.rep_ms, json.loads(args.configs) if args.configs else None)
                 best = best or (res[0][0] if res else None)
         if args.best_out and best:
             Path(args.best_out).write_text(json.dumps(best))

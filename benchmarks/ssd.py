@@ -26,7 +26,15 @@ if str(ROOT) not in sys.path:
 CONFIGS = [
     {},  # the default (16-bit: BT 32, BLOCK_P 32, 4 warps, 2 stages)
     {"BLOCK_P": 64, "num_warps": 8},  # the old default
-    {"num_stages": 1}, {"num_stages": 3}, {"BT": 16}, {"BT": 64}, {"BLOCK_P": 16}, {"BLOCK_P": 16, "BT": 64},
+    # the chunk-parallel kernels (ssd_chunk_triton.py): chunk Q, query/key block BM, channels per program
+    {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+    {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
+    {"algo": "chunked", "Q": 256, "BM": 32, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+    {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 32, "num_warps": 8, "num_stages": 2},
+    {"algo": "chunked", "Q": 128, "BM": 64, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+    {"algo": "chunked", "Q": 512, "BM": 64, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+    {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 64, "num_warps": 8, "num_stages": 2, "mix": "bf16"},
+    {"algo": "chunked", "Q": 256, "BM": 32, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2, "mix": "bf16"},
 ]
 
 
@@ -40,6 +48,8 @@ def main(argv=None):
     ap.add_argument("--B", type=int, default=32)
     ap.add_argument("--T", type=int, default=1900)
     ap.add_argument("--configs", default=None, help="JSON list of config overrides (default: the list above)")
+    ap.add_argument("--breakdown", action="store_true", help="also each kernel's share (torch.profiler, 10 calls)")
+    ap.add_argument("--best-out", default=None, help="write the fastest config (TF32 mix, error < 1e-2) here as JSON")
     args = ap.parse_args(argv)
     b, T, h, p, n = args.B, args.T, 24, 64, 128
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -56,6 +66,7 @@ def main(argv=None):
           f"d_state {n} bf16")
     print(f"  torch ssd_chunked: {torch_ms:.3f} ms")
     flops = 2 * b * T * h * (32 * n + 32 * p + 2 * p * n)  # per token: C·B over the chunk, the mix, C S and the update
+    best = None
     for cfg in json.loads(args.configs) if args.configs else CONFIGS:
         try:
             y, s = ssd_triton.ssd_prefill_triton(x, dt, A, B, C, D=D, dt_bias=dt_bias, out_dtype=torch.float32,
@@ -68,9 +79,35 @@ def main(argv=None):
             print(f"  {json.dumps(cfg) or 'default'}: failed {type(exc).__name__}: {str(exc)[:200]}")
             continue
         k_ = ssd_triton.LAST_KERNEL
-        regs = f"regs {k_.n_regs} spills {k_.n_spills}" if k_ is not None and hasattr(k_, "n_regs") else ""
+        regs = (f"regs {k_.n_regs} spills {k_.n_spills}" if cfg.get("algo") != "chunked" and k_ is not None
+                and hasattr(k_, "n_regs") else "")
+        if args.breakdown:
+            regs += " | " + breakdown(lambda: ssd_triton.ssd_prefill_triton(
+                x, dt, A, B, C, D=D, dt_bias=dt_bias, out_dtype=torch.float32, config=cfg))
         print(f"  {json.dumps(cfg) if cfg else 'default':45s} {ms:.3f} ms = {torch_ms / ms:.1f}x torch, "
               f"{flops / ms / 1e9:.0f} TFLOP/s, err {err:.1e} {regs}")
+        if err < 1e-2 and cfg.get("mix", "tf32") == "tf32" and (best is None or ms < best[0]):
+            best = (ms, cfg)
+    if args.best_out and best is not None:
+        Path(args.best_out).write_text(json.dumps(best[1]) + "\n")
+        print(f"  fastest: {json.dumps(best[1]) or 'default'} {best[0]:.3f} ms -> {args.best_out}")
+
+
+def breakdown(fn, calls=10) -> str:
+    """Mean CUDA time per call of each kernel ``fn`` launches (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    times = {}
+    for ev in prof.key_averages():
+        if ev.device_type.name == "CUDA" or getattr(ev, "self_device_time_total", 0):
+            times[ev.key] = getattr(ev, "self_device_time_total", 0) / calls / 1e3
+    return ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(times.items(), key=lambda kv: -kv[1]) if v > 0.001)
 
 
 if __name__ == "__main__":

@@ -287,6 +287,14 @@ def ssd_prefill_triton(x, dt, A, B, C, chunk_size: Optional[int] = None, D=None,
         HAS_MASK=mask is not None, HAS_H0=initial_state is not None, BLOCK_N=max(16, triton.next_power_of_2(n)),
         IN_DOT=in_dot, IN_PREC=in_prec, MIX_DOT=mix_dot, MIX_PREC=mix_prec,
     )
+    if cfg.get("algo", "sequential") == "chunked":
+        from .ssd_chunk_triton import launch_chunked
+
+        launch_chunked(x, dt, A, B, C, D, dt_bias, mask, initial_state, y, ht, lo, hi,
+                       dict(flags, MIX_DOT=mix_dot, MIX_PREC=mix_prec), cfg, dummy)
+        return y, ht
+    if cfg.get("algo", "sequential") != "sequential":
+        raise ValueError(f"SSD config 'algo' must be 'sequential' or 'chunked', got {cfg['algo']!r}")
     key = (x.device, x.dtype, p, n, json.dumps(cfg, sort_keys=True))
     tiles = _FITS.get(key)
     if tiles is None:
@@ -299,7 +307,8 @@ def ssd_prefill_triton(x, dt, A, B, C, chunk_size: Optional[int] = None, D=None,
         tries = [tiles]
     for i, (bt, block_p, warps, stages) in enumerate(tries):
         try:
-            _launch(args, flags, b * h, p, bt, block_p, warps, stages)
+            _launch(args, flags, b * h, p, bt, block_p, warps, stages,
+                    {k: cfg[k] for k in ("maxnreg",) if k in cfg})
         except OutOfResources:
             if i == len(tries) - 1:
                 raise
@@ -310,11 +319,13 @@ def ssd_prefill_triton(x, dt, A, B, C, chunk_size: Optional[int] = None, D=None,
 
 
 
-def _launch(args, flags, programs, p, bt, block_p, warps, stages):
+def _launch(args, flags, programs, p, bt, block_p, warps, stages, extra=None):
+    """``extra``: launch options for tuning runs (``maxnreg``: a register cap, so more programs fit an SM)."""
     global LAST_KERNEL
+    extra = extra or {}
     grid = (programs, triton.cdiv(p, block_p))
     LAST_KERNEL = _ssd_prefill_kernel[grid](*args, **flags, BT=bt, BLOCK_P=block_p, num_warps=warps,
-                                            num_stages=stages)
+                                            num_stages=stages, **extra)
 
 
 def ssd_step_triton(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_limit=(0.0, float("inf")),
