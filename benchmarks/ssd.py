@@ -6,7 +6,7 @@
 The old default (chunks of 32, whole head per program, 8 warps) ran 1.73 ms per layer on an H100 at batch
 32 x 1900 = ~38 TFLOP/s: one 220-register program per SM walking 60 chunks in sequence, i.e. latency-bound.
 Half-head programs on one warpgroup (two per SM) ran 1.10 ms and are the default for 16-bit inputs since
-2026-11-23 (benchmarks/README.md). This times the alternatives around it, with every output checked against
+2026-11-23; capped at 168 registers (three per SM, ``ssd_triton.register_cap``) 1.00 ms (benchmarks/README.md). This times the alternatives around it, with every output checked against
 ``scan.ssd_chunked`` in float32 first. The fastest config can be set with ``JRT_EVAL_SSD_CONFIG`` and then made
 the default in ``ssd_triton._default_config``.
 """
@@ -26,15 +26,8 @@ if str(ROOT) not in sys.path:
 CONFIGS = [
     {},  # the default (16-bit: BT 32, BLOCK_P 32, 4 warps, 2 stages)
     {"BLOCK_P": 64, "num_warps": 8},  # the old default
-    # the chunk-parallel kernels (ssd_chunk_triton.py): chunk Q, query/key block BM, channels per program
-    {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
-    {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
-    {"algo": "chunked", "Q": 256, "BM": 32, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
-    {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 32, "num_warps": 8, "num_stages": 2},
-    {"algo": "chunked", "Q": 128, "BM": 64, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
-    {"algo": "chunked", "Q": 512, "BM": 64, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
-    {"algo": "chunked", "Q": 256, "BM": 64, "BLOCK_P": 64, "num_warps": 8, "num_stages": 2, "mix": "bf16"},
-    {"algo": "chunked", "Q": 256, "BM": 32, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2, "mix": "bf16"},
+    # register caps (the default caps at 168 when the programs outnumber two per SM; 0 = no cap)
+    {"maxnreg": 0}, {"maxnreg": 168, "num_stages": 3}, {"maxnreg": 128, "BT": 16},
 ]
 
 
@@ -79,8 +72,7 @@ def main(argv=None):
             print(f"  {json.dumps(cfg) or 'default'}: failed {type(exc).__name__}: {str(exc)[:200]}")
             continue
         k_ = ssd_triton.LAST_KERNEL
-        regs = (f"regs {k_.n_regs} spills {k_.n_spills}" if cfg.get("algo") != "chunked" and k_ is not None
-                and hasattr(k_, "n_regs") else "")
+        regs = f"regs {k_.n_regs} spills {k_.n_spills}" if k_ is not None and hasattr(k_, "n_regs") else ""
         if args.breakdown:
             regs += " | " + breakdown(lambda: ssd_triton.ssd_prefill_triton(
                 x, dt, A, B, C, D=D, dt_bias=dt_bias, out_dtype=torch.float32, config=cfg))

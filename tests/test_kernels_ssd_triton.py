@@ -107,6 +107,22 @@ def test_backend_option_is_plumbed():
                     backend="cuda")
 
 
+def test_prefill_register_cap_rule():
+    """The cap applies to the 16-bit one-warpgroup kernel only when the programs outnumber two per SM (measured:
+    it helps at batch 8-32, costs at batch 1); a config's own ``maxnreg`` wins, 0 meaning none."""
+    pytest.importorskip("triton")
+    from jrt_eval.kernels.mamba.ssd_triton import _default_config, register_cap
+
+    bf16 = _default_config(64, torch.bfloat16)
+    assert register_cap(bf16, torch.bfloat16, 32 * 24 * 2, 132) == 168  # batch 32, Mamba-2-130M: 1536 programs
+    assert register_cap(bf16, torch.bfloat16, 4 * 24 * 2, 132) is None  # 192 programs: all fit at two per SM
+    assert register_cap(bf16, torch.bfloat16, 1 * 24 * 2, 132) is None
+    assert register_cap(_default_config(64, torch.float32), torch.float32, 10_000, 132) is None
+    assert register_cap(dict(bf16, maxnreg=0), torch.bfloat16, 10_000, 132) is None
+    assert register_cap(dict(bf16, maxnreg=200), torch.bfloat16, 8, 132) == 200
+    assert register_cap(dict(bf16, num_warps=8), torch.bfloat16, 10_000, 132) is None
+
+
 # ----------------------------------------------------------------------------------- Triton, interpreted
 _INTERPRETED = textwrap.dedent('''
     import json, sys, torch

@@ -316,7 +316,8 @@ LAST_KERNEL = None  # the compiled kernel of the last launch (benchmarks read n_
 def _default_config(dv: int, dtype: torch.dtype):
     """Measured on an H100 (benchmarks/README.md): chunks of 64 tokens, one warpgroup, key features
     built transposed, fp16 selections for 16-bit inputs. dv > 64 is split in blocks of 64 (one
-    [160, 128] fp32 state per program would spill)."""
+    [160, 128] fp32 state per program would spill). A ``maxnreg`` key (register cap) reaches the launch, for
+    tuning runs: capped at 168 / 200 registers the kernel ran 2.1 / 1.5x slower (spills; benchmarks/README.md)."""
     block_dv = max(16, min(64, triton.next_power_of_2(dv)))
     if dtype == torch.float32:
         cfg = dict(BT=64, BLOCK_DV=block_dv, num_warps=4, num_stages=1, kt=True, sel16=False)

@@ -32,8 +32,13 @@ models too), all accumulated in fp32. Triton's CPU interpreter cannot multiply b
 bits), so there every dot is fp32.
 
 The Mamba-2 adapter uses these kernels on CUDA by default (``kernels="auto"``; H100, batch 32, 1900-token
-prompts: prefill kernel 1.10 ms per layer = 14.6x the PyTorch chunked SSD with the default tiles, whole generate
-5.9-6.8x our PyTorch-SSD path with the same greedy text; benchmarks/ssd.py, benchmarks/gpu_check_ssm.py).
+prompts: prefill kernel 1.00 ms per layer = 16x the PyTorch chunked SSD with the default tiles and register cap,
+whole generate 5.9-6.9x our PyTorch-SSD path with the same greedy text; benchmarks/ssd.py, gpu_check_ssm.py).
+
+Tried and dropped (benchmarks/README.md, fourth session): a chunk-parallel form (chunk states, a sequential pass
+over them, then every query block independently, as mamba_ssm does) ran 2.45 ms against 1.11 at batch 32 x 1900:
+each of its three kernels took longer than its memory traffic, and its output kernel alone was slower than this
+one; it won only at batch 1 x 16384 (0.94 vs 1.26 ms).
 
 Decode step: one program per (row·head, block of ``BLOCK_P`` channels) reads its ``[BLOCK_P, n]`` slice of the
 state once and writes it once (in place, no allocation but ``y``, no host sync: capturable in a CUDA graph).
@@ -218,8 +223,9 @@ def _default_config(p: int, dtype: torch.dtype) -> dict:
     one warpgroup -- measured on an H100 (``benchmarks/ssd.py``, Mamba-2-130M widths, batch 32 × 1900, 2026-11-23):
     1.10 ms per layer against 1.73 for the whole head on two warpgroups (twice the programs, so two per SM
     instead of one walking the chunks; 220 registers, no spill); 16-token chunks 1.20-1.42, 64-token 1.83.
-    fp32 inputs keep the whole head on 8 warps (3xTF32 operands spill in every config tried).
-    ``JRT_EVAL_SSD_CONFIG`` (JSON) overrides it for tuning runs."""
+    fp32 inputs keep the whole head on 8 warps (3xTF32 operands spill in every config tried). On CUDA the launch
+    adds a register cap when there are programs enough (:func:`register_cap`). ``JRT_EVAL_SSD_CONFIG`` (JSON)
+    overrides it for tuning runs."""
     full = min(64, max(16, triton.next_power_of_2(p)))
     if dtype == torch.float32:
         cfg = dict(BT=32, BLOCK_P=full, num_warps=8, num_stages=1, mix="tf32")
@@ -229,6 +235,20 @@ def _default_config(p: int, dtype: torch.dtype) -> dict:
     if override:
         cfg.update(json.loads(override))
     return cfg
+
+
+def register_cap(cfg: dict, dtype: torch.dtype, programs: int, sms: int) -> Optional[int]:
+    """``maxnreg`` for the prefill launch, or None. The one-warpgroup 16-bit kernel compiles to ~220 registers,
+    so two programs share an SM, each stalled on its chain of small matmuls; capped at 168 (a few spilled
+    values), three do, which hides more of that latency -- when there are programs to fill them. Measured on
+    an H100 (``benchmarks/ssd.py``, 2026-11-23, Mamba-2-130M widths): batch 32 x 1900 1.00 vs 1.10 ms, 32 x 950
+    0.51 vs 0.57, 8 x 1900 0.25 vs 0.36; batch 1 x 2048 (48 programs, fewer than the SMs) 0.19 vs 0.16, so
+    no cap when every program already has a slot at two per SM. ``cfg["maxnreg"]`` overrides (0: no cap)."""
+    if "maxnreg" in cfg:
+        return int(cfg["maxnreg"]) or None
+    if dtype == torch.float32 or cfg["num_warps"] != 4 or programs <= 2 * sms:
+        return None
+    return 168
 
 
 LAST_KERNEL = None  # the compiled prefill kernel of the last launch (benchmarks read n_regs / n_spills)
@@ -287,14 +307,12 @@ def ssd_prefill_triton(x, dt, A, B, C, chunk_size: Optional[int] = None, D=None,
         HAS_MASK=mask is not None, HAS_H0=initial_state is not None, BLOCK_N=max(16, triton.next_power_of_2(n)),
         IN_DOT=in_dot, IN_PREC=in_prec, MIX_DOT=mix_dot, MIX_PREC=mix_prec,
     )
-    if cfg.get("algo", "sequential") == "chunked":
-        from .ssd_chunk_triton import launch_chunked
-
-        launch_chunked(x, dt, A, B, C, D, dt_bias, mask, initial_state, y, ht, lo, hi,
-                       dict(flags, MIX_DOT=mix_dot, MIX_PREC=mix_prec), cfg, dummy)
-        return y, ht
-    if cfg.get("algo", "sequential") != "sequential":
-        raise ValueError(f"SSD config 'algo' must be 'sequential' or 'chunked', got {cfg['algo']!r}")
+    if x.is_cuda and not interpreting():
+        cap = register_cap(cfg, x.dtype, b * h * triton.cdiv(p, cfg["BLOCK_P"]),
+                           torch.cuda.get_device_properties(x.device).multi_processor_count)
+        cfg = dict(cfg, maxnreg=cap) if cap else {k: v for k, v in cfg.items() if k != "maxnreg"}
+    elif interpreting():  # the interpreter has no registers to cap (an explicit cap still reaches AOT compiles)
+        cfg.pop("maxnreg", None)
     key = (x.device, x.dtype, p, n, json.dumps(cfg, sort_keys=True))
     tiles = _FITS.get(key)
     if tiles is None:
