@@ -16,7 +16,7 @@
 #                                      # (fourth session; first run with the chunk-parallel configs of 9e44f4f)
 #   bash benchmarks/gpu_pending.sh 9   # (9e44f4f only) chunked vs sequential SSD per kernel and at batch 1-4;
 #                                      # the skinny decode matmul against cuBLAS
-#   bash benchmarks/gpu_pending.sh 11  # split-bf16 SSD products; the Based readout with one division per row
+#   bash benchmarks/gpu_pending.sh 11  # (669fd7a only) split-bf16 SSD products; a Based readout variant
 #   bash benchmarks/gpu_pending.sh 10  # register caps (maxnreg: 3 programs per SM instead of 2) on the SSD prefill
 #                                      # and the Based prefill / state pass
 #
@@ -96,14 +96,10 @@ case $part in
         2>&1 | tee -a "$out/based_maxnreg.txt"
     ;;
 11)
-    for shape in "32 1900" "8 1900"; do
-        set -- $shape
-        python3 benchmarks/ssd.py --B $1 --T $2 --configs \
-            '[{}, {"mix": "bf16x2"}, {"mix": "bf16x2", "maxnreg": 0}, {"mix": "bf16"}]' 2>&1 | tee -a "$out/ssd_split.txt"
-    done
-    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_pla@N fa2@N \
-        --out "$out/bench_prefill_32k.csv" 2>&1 | tee "$out/prefill.txt"
-    python3 benchmarks/prefill.py --tune --N 32768 --B 16 --configs '[{}]' 2>&1 | tee -a "$out/prefill.txt"
+    # Ran at commit 669fd7a: split-bf16 SSD state products and a Based readout variant, both reverted after this
+    # run (results/gpu/ssd_split_based_recip_h100.txt). Rerun from that commit.
+    echo "part 11 measured kernel variants that were reverted: git checkout 669fd7a to rerun it" >&2
+    exit 2
     ;;
 *)
     echo "part must be 1 to 11" >&2

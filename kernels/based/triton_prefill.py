@@ -191,14 +191,12 @@ def _based_chunk_kernel(
         # for |q| < 1024); the state then holds Σ (φ(k)/fac) vᵀ with fac = 16 (first order),
         # 256 (pairs), 1 (constant)
         ksc = 0.0625
-        fac_a = 256.0
-        facA = tl.full([128], fac_a, tl.float32)
+        facA = tl.full([128], 256.0, tl.float32)
         facX = tl.where(cX < 16, 16.0, tl.where(cX < 24, 256.0, 1.0))
     else:
         SEL_DTYPE: tl.constexpr = DOT_DTYPE
         ksc = 1.0
-        fac_a = 1.0
-        facA = tl.full([128], fac_a, tl.float32)
+        facA = tl.full([128], 1.0, tl.float32)
         facX = tl.full([32], 1.0, tl.float32)
     selPA, selQA, wA, selPX, selQX, bPX, bQX = _sel_tables(F, SEL_DTYPE, False)
     if KT:
@@ -258,10 +256,8 @@ def _based_chunk_kernel(
             QA = _sel_dot(qsel, selPA, SEL16, PRECISION) * _sel_dot(qsel, selQA, SEL16, PRECISION)
             QX = (_sel_dot(qsel, selPX, SEL16, PRECISION) + bPX.to(QA.dtype)[None, :]) * \
                  (_sel_dot(qsel, selQX, SEL16, PRECISION) + bQX.to(QA.dtype)[None, :])
-            # block A's factor is one constant: the [BT, BLOCK_DV] product is scaled by it, not the [128, BLOCK_DV]
-            # state (block X's factors over it are powers of two: exact)
-            acc = tl.dot(QX.to(DOT_DTYPE), (SX * (facX / fac_a)[:, None]).to(DOT_DTYPE), input_precision=PRECISION)
-            acc = tl.dot(QA.to(DOT_DTYPE), SA.to(DOT_DTYPE), acc, input_precision=PRECISION) * fac_a
+            acc = tl.dot(QX.to(DOT_DTYPE), (SX * facX[:, None]).to(DOT_DTYPE), input_precision=PRECISION)
+            acc = tl.dot(QA.to(DOT_DTYPE), (SA * facA[:, None]).to(DOT_DTYPE), acc, input_precision=PRECISION)
             den = tl.sum(QX.to(tl.float32) * (zX * facX)[None, :], 1) + \
                 tl.sum(QA.to(tl.float32) * (zA * facA)[None, :], 1)
             # intra-chunk quadratic form
@@ -271,7 +267,7 @@ def _based_chunk_kernel(
             a = tl.where(keep, a, 0.0)
             den += tl.sum(a, 1)
             acc = tl.dot(a.to(DOT_DTYPE), vd, acc, input_precision=PRECISION)
-            out = acc * (1.0 / (den + eps))[:, None]  # one division per row, not per element
+            out = acc / (den[:, None] + eps)
             tl.store(o_base + offs_t64[:, None] * sot + cols_v[None, :], out.to(o_ptr.dtype.element_ty),
                      mask=tmask[:, None] & vmask[None, :])
 

@@ -102,7 +102,6 @@ def _ssd_prefill_kernel(
     HAS_MASK: tl.constexpr, HAS_H0: tl.constexpr,
     BT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     IN_DOT: tl.constexpr, IN_PREC: tl.constexpr, MIX_DOT: tl.constexpr, MIX_PREC: tl.constexpr,
-    SPLIT: tl.constexpr, SPLIT_DOT: tl.constexpr,
 ):
     bi, hi, hi64, gi, offs_p, offs_n, mp, mn, mpn, state_off = _program_tile(H, P, N, REP, BLOCK_P, BLOCK_N)
     ii = tl.arange(0, BT)
@@ -149,10 +148,7 @@ def _ssd_prefill_kernel(
         xdt = xf * delta[:, None]                               # [BT, BLOCK_P]
 
         # state entering the chunk, read out at every position and decayed to it: exp(cs_l) (S C_l)
-        if SPLIT:  # C exact in its own bf16, S as the sum of two bf16 parts (~16-bit mantissa)
-            y = _dot_split(ct, tl.trans(S), True, SPLIT_DOT, IN_PREC)
-        else:
-            y = tl.dot(ct.to(MIX_DOT), tl.trans(S.to(MIX_DOT)), input_precision=MIX_PREC)
+        y = tl.dot(ct.to(MIX_DOT), tl.trans(S.to(MIX_DOT)), input_precision=MIX_PREC)
         y = y * tl.exp2(cs)[:, None]
         # intra-chunk (diagonal block): (C Bᵀ ⊙ L)(x Δ); -inf above the diagonal before the exp (cs_l − cs_s
         # is ≥ 0 there and could overflow)
@@ -166,31 +162,9 @@ def _ssd_prefill_kernel(
 
         # state leaving the chunk: every input decayed to the chunk end
         w = tl.exp2(cs_last - cs)                               # [BT], ≤ 1
-        if SPLIT:
-            S = _dot_split(tl.trans(xdt * w[:, None]), bt, False, SPLIT_DOT, IN_PREC, acc=S * tl.exp2(cs_last))
-        else:
-            S = tl.dot(tl.trans((xdt * w[:, None]).to(MIX_DOT)), bt.to(MIX_DOT), acc=S * tl.exp2(cs_last),
-                       input_precision=MIX_PREC)
+        S = tl.dot(tl.trans((xdt * w[:, None]).to(MIX_DOT)), bt.to(MIX_DOT), acc=S * tl.exp2(cs_last),
+                   input_precision=MIX_PREC)
     tl.store(ht_ptr + state_off, S, mask=mpn)
-
-
-@triton.jit
-def _dot_split(a, b, RAW_LEFT: tl.constexpr, SPLIT_DOT: tl.constexpr, PREC: tl.constexpr, acc=None):
-    """``a @ b`` where one operand is a raw 16-bit input tile, used as it is (``a`` when ``RAW_LEFT``), and the
-    other, float32, is split into a bf16 head and a bf16 remainder: two bf16 products. No fp32 copy of the raw
-    tile (its per-warp conversions were a quarter of the TF32 loop's instructions), and about 16 mantissa bits
-    for the float32 operand against TF32's 10. ``SPLIT_DOT`` is bf16 on the GPU, float32 under the interpreter
-    (which cannot multiply bf16; the rounding to bf16 still happens there)."""
-    f = b if RAW_LEFT else a
-    hi = f.to(tl.bfloat16)
-    lo = (f - hi.to(tl.float32)).to(tl.bfloat16)
-    if RAW_LEFT:
-        out = tl.dot(a.to(SPLIT_DOT), hi.to(SPLIT_DOT), acc=acc, input_precision=PREC)
-        out = tl.dot(a.to(SPLIT_DOT), lo.to(SPLIT_DOT), acc=out, input_precision=PREC)
-    else:
-        out = tl.dot(hi.to(SPLIT_DOT), b.to(SPLIT_DOT), acc=acc, input_precision=PREC)
-        out = tl.dot(lo.to(SPLIT_DOT), b.to(SPLIT_DOT), acc=out, input_precision=PREC)
-    return out
 
 
 @triton.jit
@@ -227,15 +201,6 @@ def interpreting() -> bool:
 _IN_DOT = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
-def _split_config(dtype: torch.dtype, mix: str):
-    """(SPLIT, SPLIT_DOT): ``mix="bf16x2"`` runs the state's two products as split-bf16 pairs
-    (:func:`_dot_split`), the intra-chunk one in TF32. bf16 inputs only: other inputs run it as ``"tf32"`` (an
-    fp16 tile would lose mantissa bits as bf16; fp32 inputs keep 3xTF32)."""
-    if mix != "bf16x2" or dtype != torch.bfloat16:
-        return False, tl.bfloat16
-    return True, (tl.float32 if interpreting() else tl.bfloat16)
-
-
 def _dot_config(dtype: torch.dtype, mix: str):
     """(dtype, input_precision) of the raw-input dot C Bᵀ and of the dots of derived operands. fp32 inputs:
     fp32 operands, 3xTF32 on tensor cores (about fp32 accuracy). 16-bit inputs: C Bᵀ in the input dtype
@@ -246,10 +211,10 @@ def _dot_config(dtype: torch.dtype, mix: str):
         return tl.float32, "ieee", tl.float32, "ieee"
     if dtype not in _IN_DOT or dtype == torch.float32:
         return tl.float32, "tf32x3", tl.float32, "tf32x3"
-    if mix in ("tf32", "bf16x2"):
+    if mix == "tf32":
         return _IN_DOT[dtype], "ieee", tl.float32, "tf32"
     if mix != "bf16":
-        raise ValueError(f"SSD config 'mix' must be 'bf16', 'bf16x2' or 'tf32', got {mix!r}")
+        raise ValueError(f"SSD config 'mix' must be 'bf16' or 'tf32', got {mix!r}")
     return _IN_DOT[dtype], "ieee", tl.bfloat16, "ieee"
 
 
@@ -342,7 +307,6 @@ def ssd_prefill_triton(x, dt, A, B, C, chunk_size: Optional[int] = None, D=None,
         HAS_MASK=mask is not None, HAS_H0=initial_state is not None, BLOCK_N=max(16, triton.next_power_of_2(n)),
         IN_DOT=in_dot, IN_PREC=in_prec, MIX_DOT=mix_dot, MIX_PREC=mix_prec,
     )
-    flags["SPLIT"], flags["SPLIT_DOT"] = _split_config(x.dtype, cfg["mix"])
     if x.is_cuda and not interpreting():
         cap = register_cap(cfg, x.dtype, b * h * triton.cdiv(p, cfg["BLOCK_P"]),
                            torch.cuda.get_device_properties(x.device).multi_processor_count)
