@@ -221,6 +221,40 @@ def test_step_equals_parallel_forward(model, n):
         torch.testing.assert_close(model.step(ids[:, j], cache), full[:, j], rtol=0, atol=3e-5)
 
 
+def test_projection_weights_are_packed_views(ckpt):
+    """After loading (and after every ``.to()``), each layer's q / k / v / g / gk-low-rank weights and the MLP's
+    gate / up weights are row blocks of one matrix: no copy, the state dict unchanged; the decode step uses the
+    packed matmul and gives the step of the separate ones. Parameters replaced behind the model's back (assign)
+    are noticed: the separate matmuls run, nothing stale is read."""
+    m = gla.load_model(str(ckpt))
+    raw = load_file(str(ckpt / "model.safetensors"))
+    assert set(m.state_dict()) == set(raw) | ({"lm_head.weight"} - set(raw))
+    for k, v in raw.items():
+        assert torch.equal(m.state_dict()[k], v), k
+    for blk in m.model.layers:
+        for owner, mods in m._packs(blk):
+            fused, sizes = m._packed(owner, mods)
+            assert all(mod.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr() for mod in mods)
+            assert sizes == [mod.weight.shape[0] for mod in mods] and fused.shape[0] == sum(sizes)
+    ids = ids_of(40, 2, 9)
+    full = m(ids)
+    _, cache = m.prefill(ids[:, :6])
+    packed_steps = [m.step(ids[:, j], cache) for j in range(6, 9)]
+    for j, got in zip(range(6, 9), packed_steps):
+        torch.testing.assert_close(got, full[:, j], rtol=0, atol=3e-5)
+    # replace one packed weight by an equal, separate tensor: the packing is stale, the separate path runs
+    blk = m.model.layers[0]
+    blk.attn.k_proj.weight = torch.nn.Parameter(blk.attn.k_proj.weight.detach().clone())
+    blk.mlp.up_proj.weight = torch.nn.Parameter(blk.mlp.up_proj.weight.detach().clone())
+    assert m._packed(blk.attn, m._packs(blk)[0][1]) is None and m._packed(blk.mlp, m._packs(blk)[1][1]) is None
+    _, cache = m.prefill(ids[:, :6])
+    for j, want in zip(range(6, 9), packed_steps):
+        torch.testing.assert_close(m.step(ids[:, j], cache), want, rtol=0, atol=3e-5)
+    m.double()  # any .to() packs again
+    assert m._packed(blk.attn, m._packs(blk)[0][1]) is not None and m.model.layers[0].attn.q_proj.weight.dtype == torch.float64
+    torch.testing.assert_close(m(ids).float(), full, rtol=0, atol=3e-5)
+
+
 def test_select_keeps_rows(model):
     ids = ids_of(20, 3, 11)
     _, cache = model.prefill(ids)

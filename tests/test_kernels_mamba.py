@@ -216,6 +216,17 @@ _INTERPRETED = textwrap.dedent('''
     S1 = S0.clone()
     out["gla_step"] = err(gla_step_triton(S1, q, k, v, gk, K ** -0.5, block_k=16, block_v=16), o_r[:, 0])
     out["gla_step_state"] = err(S1, s_r)
+    # the packed-projection layout of the adapter: q, k, v strided views of one [b, 2K + h V + ...] row
+    row = torch.randn(bh[0], 2 * bh[1] * K + bh[1] * V + 5, generator=g)
+    qs = row[:, :bh[1] * K].unflatten(-1, (bh[1], K))
+    ks = row[:, bh[1] * K:2 * bh[1] * K].unflatten(-1, (bh[1], K))
+    vs = row[:, 2 * bh[1] * K:2 * bh[1] * K + bh[1] * V].unflatten(-1, (bh[1], V))
+    assert not qs.is_contiguous()
+    o_r, s_r = R.gla_recurrent_ref(qs[:, None].double(), ks[:, None].double(), vs[:, None].double(),
+                                   gk[:, None].double(), initial_state=S0.double())
+    S1 = S0.clone()
+    out["gla_step_strided"] = err(gla_step_triton(S1, qs, ks, vs, gk, K ** -0.5, block_k=16, block_v=16), o_r[:, 0])
+    out["gla_step_strided_state"] = err(S1, s_r)
     # the kernels inside the models (strides of the real call sites), vs the PyTorch paths
     folder = sys.argv[1]
     mamba.write_tiny_checkpoint(folder + "/m", seed=1, n_layer=2)
@@ -234,8 +245,8 @@ _INTERPRETED = textwrap.dedent('''
 def test_triton_kernels_under_interpreter(tmp_path):
     pytest.importorskip("triton")
     errs = run_interpreted(_INTERPRETED, tmp_path, "interp.py")
-    assert set(errs) >= {"scan", "scan_state", "step", "gla_step", "mamba_model_forward", "mamba_model_decode",
-                         "gla_model_decode"}
+    assert set(errs) >= {"scan", "scan_state", "step", "gla_step", "gla_step_strided", "mamba_model_forward",
+                         "mamba_model_decode", "gla_model_decode"}
     bad = {k: v for k, v in errs.items() if not v < 2e-6}
     assert not bad, errs
 

@@ -5,8 +5,8 @@
 * ``selective_scan.py`` — Triton: Mamba-1 prefill scan and decode state update; ``ssd_triton.py`` — Triton:
   Mamba-2 (SSD) prefill and decode step; ``conv_triton.py`` — Triton: the causal conv (+ SiLU, mask) of both, and
   its decode step; ``norm_triton.py`` — Triton: the gated RMSNorm of Mamba-2 and GLA, the block RMSNorm and the
-  residual add fused with it; ``gla_triton.py`` — Triton: GLA decode step (imported lazily; they need ``triton``,
-  which the CPU install does not have).
+  residual add fused with it; ``act_triton.py`` — Triton: the SiLU-gated product of GLA's MLP; ``gla_triton.py``
+  — Triton: GLA decode step (imported lazily; they need ``triton``, which the CPU install does not have).
 * GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
   0.6.0) is installed.
 
@@ -23,12 +23,12 @@ import torch
 
 from .scan import (
     causal_conv1d_torch, conv_step_torch, conv_tail, gated_rms_norm_torch, gla_chunked, selective_scan_torch,
-    ssd_chunked, ssd_step_torch,
+    silu_mul_torch, ssd_chunked, ssd_step_torch,
 )
 
 __all__ = ["add_rms_norm", "causal_conv1d", "conv_step", "conv_tail", "fla_usable", "gated_rms_norm", "gla_chunked",
-           "gla_prefill", "gla_step", "selective_scan_fn", "selective_state_update", "ssd_chunked", "ssd_prefill",
-           "ssd_step", "ssd_step_torch", "triton_usable"]
+           "gla_prefill", "gla_step", "selective_scan_fn", "selective_state_update", "silu_mul", "ssd_chunked",
+           "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,6 +100,15 @@ def gated_rms_norm(y, z, weight, eps: float, groups: int, out_dtype, norm_first:
 
         return gated_rms_norm_triton(y, z, weight, eps, groups, out_dtype, norm_first)
     return gated_rms_norm_torch(y, z, weight, eps, groups, out_dtype, norm_first)
+
+
+def silu_mul(gu, backend: str = "auto"):
+    """``silu(gu[..., :m]) * gu[..., m:]`` of a fused gate / up projection ``gu [..., 2m]`` (float32 math, gu's dtype)."""
+    if _use_triton(gu, backend):
+        from .act_triton import silu_mul_triton
+
+        return silu_mul_triton(gu)
+    return silu_mul_torch(gu)
 
 
 def add_rms_norm(resid, delta, weight, eps: float, out_dtype, backend: str = "auto"):

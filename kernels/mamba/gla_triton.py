@@ -13,13 +13,15 @@ import triton.language as tl
 
 
 @triton.jit
-def _gla_step_kernel(s_ptr, q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, scale, K, V,
+def _gla_step_kernel(s_ptr, q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, scale, H, K, V,
+                     s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_gb, s_gh,
                      BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr):
     pid_bh = tl.program_id(0).to(tl.int64)
     pid_v = tl.program_id(1)
+    b, h = pid_bh // H, pid_bh % H
     offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     mv = offs_v < V
-    v = tl.load(v_ptr + pid_bh * V + offs_v, mask=mv, other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + b * s_vb + h * s_vh + offs_v, mask=mv, other=0.0).to(tl.float32)
     acc = tl.zeros([BLOCK_V], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -27,9 +29,9 @@ def _gla_step_kernel(s_ptr, q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, scale, K, V,
         m = mk[:, None] & mv[None, :]
         ptrs = s_ptr + pid_bh * K * V + offs_k[:, None] * V + offs_v[None, :]
         s = tl.load(ptrs, mask=m, other=0.0)
-        g = tl.load(g_ptr + pid_bh * K + offs_k, mask=mk, other=0.0).to(tl.float32)
-        kk = tl.load(k_ptr + pid_bh * K + offs_k, mask=mk, other=0.0).to(tl.float32)
-        qq = tl.load(q_ptr + pid_bh * K + offs_k, mask=mk, other=0.0).to(tl.float32) * scale
+        g = tl.load(g_ptr + b * s_gb + h * s_gh + offs_k, mask=mk, other=0.0).to(tl.float32)
+        kk = tl.load(k_ptr + b * s_kb + h * s_kh + offs_k, mask=mk, other=0.0).to(tl.float32)
+        qq = tl.load(q_ptr + b * s_qb + h * s_qh + offs_k, mask=mk, other=0.0).to(tl.float32) * scale
         s = s * tl.exp(g)[:, None] + kk[:, None] * v[None, :]
         tl.store(ptrs, s, mask=m)
         acc += tl.sum(qq[:, None] * s, axis=0)
@@ -38,13 +40,15 @@ def _gla_step_kernel(s_ptr, q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, scale, K, V,
 
 def gla_step_triton(state, q, k, v, gk, scale: float, out_dtype=torch.float32, block_k: int = 64, block_v: int = 64,
                     num_warps: int = 4):
-    """``state [b, h, K, V]`` float32 contiguous (updated in place); ``q, k, gk: [b, h, K]``; ``v: [b, h, V]``.
-    Returns ``o [b, h, V]``."""
+    """``state [b, h, K, V]`` float32 contiguous (updated in place); ``q, k, gk: [b, h, K]``; ``v: [b, h, V]`` --
+    strided views are read as they are (the adapter's come from one packed projection) as long as the last dim
+    is contiguous. Returns ``o [b, h, V]``."""
     assert state.dtype == torch.float32 and state.is_contiguous()
     b, h, K, V = state.shape
-    q, k, v, gk = (t.contiguous() for t in (q, k, v, gk))
+    q, k, v, gk = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v, gk))
     o = torch.empty(b, h, V, device=state.device, dtype=out_dtype)
     grid = (b * h, triton.cdiv(V, block_v))
-    _gla_step_kernel[grid](state, q, k, v, gk, o, float(scale), K, V, BLOCK_K=block_k, BLOCK_V=block_v,
-                           num_warps=num_warps)
+    _gla_step_kernel[grid](state, q, k, v, gk, o, float(scale), h, K, V,
+                           q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                           gk.stride(0), gk.stride(1), BLOCK_K=block_k, BLOCK_V=block_v, num_warps=num_warps)
     return o

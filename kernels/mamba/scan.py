@@ -3,6 +3,7 @@
 * :func:`causal_conv1d_torch` — depthwise causal conv in ``[b, T, c]`` layout through ``F.conv1d``;
   :func:`conv_step_torch` — its one-token decode step on a ``[b, c, k-1]`` state.
 * :func:`gated_rms_norm_torch` — the gated RMSNorm of Mamba-2 (gate, then norm) and GLA (norm, then gate).
+* :func:`silu_mul_torch` — the SiLU-gated product of a gated MLP from its fused gate / up projection.
 * :func:`selective_scan_torch` — Mamba-1 scan; discretisation vectorised per block of time steps, the
   recurrence itself sequential (memory ``O(b · block · d · n)`` instead of ``O(b · T · d · n)``).
 * :func:`ssd_chunked` — Mamba-2 SSD, chunk by chunk (the state-space-duality block decomposition: quadratic
@@ -81,6 +82,12 @@ def gated_rms_norm_torch(y, z, weight, eps: float, groups: int, out_dtype, norm_
     if gate is not None and norm_first:
         g = g * gate
     return g.to(out_dtype)
+
+
+def silu_mul_torch(gu):
+    """``silu(gu[..., :m]) * gu[..., m:]`` for ``gu [..., 2m]``, in float32, rounded once to gu's dtype."""
+    g, u = gu.float().chunk(2, dim=-1)
+    return (F.silu(g) * u).to(gu.dtype)
 
 
 def selective_scan_torch(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None, block: int = 64):
