@@ -210,8 +210,9 @@ class GLALM(RecurrentLM):
     def pack_weights(self) -> None:
         """Re-home each group of :meth:`_packs` as row blocks of one matrix (the parameters become views of it, so
         nothing is duplicated and the state dict is unchanged): one matmul instead of five (two) reads ``h`` once,
-        and at decode batch sizes, where each matmul costs its launch and latency more than its bytes, it saves
-        ~20 µs per layer and step (GLA-1.3B, H100). Runs after every ``.to()`` / ``.cuda()`` / dtype change
+        and at decode batch sizes each matmul costs its launch and latency more than its bytes (GLA-1.3B on an
+        H100: nine decode matmuls per layer at 5-13 µs each; benchmarks/gla_decode_pack.py times the packed step
+        against the separate one). Runs after every ``.to()`` / ``.cuda()`` / dtype change
         (:meth:`_apply`); parameters replaced otherwise (``load_state_dict(assign=True)``) are noticed and the
         separate matmuls used until the next packing."""
         self.release_graphs()  # captured decode steps read the weights they were captured with
