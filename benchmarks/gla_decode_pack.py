@@ -2,6 +2,7 @@
 gate / up) against the separate matmuls, same model, same run.
 
     python benchmarks/gla_decode_pack.py            # batch 32, bf16, CUDA-graph decode, random weights
+    python benchmarks/gla_decode_pack.py --smoke    # CPU, toy widths (the code path, for CI)
 
 The prefill is our PyTorch path on a short prompt (no fla: nothing to autotune), then 48 greedy decode steps are
 timed per variant; the separate-matmul variant is the same model with its packing marked stale, which runs the
@@ -25,33 +26,48 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def main():
+def main(argv=None):
+    import argparse
+
     from jrt_eval.model_adapters import gla
     from jrt_eval.model_adapters.base import greedy_generate
     from gpu_check_ssm import GLA_13B
 
-    spec = gla.parse_config(GLA_13B)
-    model = gla.build_model(spec, GLA_13B, device="meta", kernels="triton")  # torch prefill, Triton decode step
-    model.load_state_dict(gla.random_gla_weights(spec, 0, "cuda"), strict=True, assign=True)
-    model = model.to("cuda", torch.bfloat16).eval()
-    ids = torch.randint(0, 32000, (32, 64), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="CPU, toy widths: the code path only (CI)")
+    args = ap.parse_args(argv)
+    dev = "cpu" if args.smoke else "cuda"
+    cfg = gla.tiny_config(vocab_size=32000) if args.smoke else GLA_13B
+    batch, steps = (4, 6) if args.smoke else (32, 48)
+    spec = gla.parse_config(cfg)
+    model = gla.build_model(spec, cfg, device="meta", kernels="torch" if args.smoke else "triton")  # no fla
+    model.load_state_dict(gla.random_gla_weights(spec, 0, dev), strict=True, assign=True)
+    model = model.to(dev, torch.float32 if args.smoke else torch.bfloat16).eval()
+
+    def sync():
+        if dev == "cuda":
+            torch.cuda.synchronize()
+
+    ids = torch.randint(0, spec.vocab_size, (batch, 64), device=dev, generator=torch.Generator(dev).manual_seed(0))
     res = {}
     for name in ("packed", "separate"):
-        if name == "separate":
+        if name == "separate":  # the packing marked stale: the code of before it runs
             for blk in model.model.layers:
                 for owner, _ in model._packs(blk):
                     owner.__dict__.pop("_packed", None)
             model.release_graphs()
         greedy_generate(model, ids, None, 8)  # warm-up: compile, capture
-        torch.cuda.synchronize()
+        sync()
         times = []
-        for n in (1, 49):  # decode time = the difference (the prefill cancels)
+        for n in (1, steps + 1):  # decode time = the difference (the prefill cancels)
             t = time.perf_counter()
             out = greedy_generate(model, ids, None, n)
-            torch.cuda.synchronize()
+            sync()
             times.append(time.perf_counter() - t)
-        res[name] = ((times[1] - times[0]) / 48 * 1e3, out.tokens)
-        print(f"{name:9s} decode {res[name][0]:.3f} ms/step (batch 32, bf16, GLA-1.3B widths)", flush=True)
+        res[name] = ((times[1] - times[0]) / steps * 1e3, out.tokens)
+        print(f"{name:9s} decode {res[name][0]:.3f} ms/step (batch {batch}, {next(model.parameters()).dtype}, "
+              f"{'toy' if args.smoke else 'GLA-1.3B'} widths, CUDA graphs {bool(model.cuda_graphs) and dev == 'cuda'})",
+              flush=True)
     same = sum(a == b for a, b in zip(res["packed"][1], res["separate"][1])) / len(res["packed"][1])
     print(f"packed / separate: {res['separate'][0] / res['packed'][0]:.2f}x faster; greedy tokens identical on "
           f"{same:.0%} of rows")

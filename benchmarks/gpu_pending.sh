@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements of benchmarks/README.md ("GPU runs of 2026-11-23"), as device calls of under 10 minutes
-# each (all run on an H100 by the third session; logs in results/gpu/). Run from the repo root on the GPU
+# each (parts 1-11 run on an H100 by the fourth session; logs in results/gpu/). Run from the repo root on the GPU
 # machine, with the wheels of fla-core 0.6.0, flash-linear-attention 0.6.0 and transformers 5.23.0 carried in
 # .whl_ssm/ (see gpu_check_ssm.py):
 #
@@ -16,13 +16,15 @@
 #                                      # (fourth session; first run with the chunk-parallel configs of 9e44f4f)
 #   bash benchmarks/gpu_pending.sh 9   # (9e44f4f only) chunked vs sequential SSD per kernel and at batch 1-4;
 #                                      # the skinny decode matmul against cuBLAS
-#   bash benchmarks/gpu_pending.sh 11  # (669fd7a only) split-bf16 SSD products; a Based readout variant
 #   bash benchmarks/gpu_pending.sh 10  # register caps (maxnreg: 3 programs per SM instead of 2) on the SSD prefill
 #                                      # and the Based prefill / state pass
+#   bash benchmarks/gpu_pending.sh 11  # (669fd7a only) split-bf16 SSD products; a Based readout variant
+#   bash benchmarks/gpu_pending.sh 12  # owed: GLA packed vs separate projections (same run), then GLA-1.3B against
+#                                      # fla's own generate at 1900 tokens (fla autotunes for minutes first)
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 11}
+part=${1:?part 1 to 12}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -101,8 +103,12 @@ case $part in
     echo "part 11 measured kernel variants that were reverted: git checkout 669fd7a to rerun it" >&2
     exit 2
     ;;
+12)
+    (cd benchmarks && python3 gla_decode_pack.py) 2>&1 | tee "$out/gla_decode_pack.txt"
+    python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only anchor_gla --deadline 480 2>&1 | tail -20
+    ;;
 *)
-    echo "part must be 1 to 11" >&2
+    echo "part must be 1 to 12" >&2
     exit 2
     ;;
 esac

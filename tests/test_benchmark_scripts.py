@@ -39,3 +39,10 @@ def test_decode_loop_smoke():
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "tokens identical: True" in proc.stdout
+
+
+def test_gla_decode_pack_smoke():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gla_decode_pack.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT / "benchmarks")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "identical on 100% of rows" in proc.stdout, proc.stdout
