@@ -6,9 +6,10 @@
 The old default (chunks of 32, whole head per program, 8 warps) ran 1.73 ms per layer on an H100 at batch
 32 x 1900 = ~38 TFLOP/s: one 220-register program per SM walking 60 chunks in sequence, i.e. latency-bound.
 Half-head programs on one warpgroup (two per SM) ran 1.10 ms and are the default for 16-bit inputs since
-2026-11-23; capped at 168 registers (three per SM, ``ssd_triton.register_cap``) 1.00 ms (benchmarks/README.md). This times the alternatives around it, with every output checked against
-``scan.ssd_chunked`` in float32 first. The fastest config can be set with ``JRT_EVAL_SSD_CONFIG`` and then made
-the default in ``ssd_triton._default_config``.
+2026-11-23; capped at 168 registers (three per SM, ``ssd_triton.register_cap``) 1.00 ms (benchmarks/README.md).
+This times the alternatives around it, with every output checked against ``scan.ssd_chunked`` in float32 first.
+The fastest config can be set with ``JRT_EVAL_SSD_CONFIG`` and then made the default in
+``ssd_triton._default_config``; ``--breakdown`` adds each launched kernel's time (torch.profiler).
 """
 from __future__ import annotations
 

@@ -210,12 +210,18 @@ def _cases() -> dict:
                                                      rn(b, n, dtype=dtype), D=rn(d), z=rn(b, d, dtype=dtype),
                                                      dt_bias=rn(d))
 
-    def gla_step(dtype):  # GLA-1.3B heads: K 256, V 512
+    def gla_step(dtype):  # GLA-1.3B heads: K 256, V 512; q, k, v strided views of the packed projection
         from .mamba import gla_triton
 
         b, h, K, V = 2, 4, 256, 512
-        gla_triton.gla_step_triton(torch.zeros(b, h, K, V), rn(b, h, K, dtype=dtype), rn(b, h, K, dtype=dtype),
-                                   rn(b, h, V, dtype=dtype), -torch.rand(b, h, K), K ** -0.5)
+        proj = rn(b, 2 * h * K + h * V + 2 * h * V + 16, dtype=dtype)
+        q, k, v = (proj[:, a:a + h * w].unflatten(-1, (h, w)) for a, w in ((0, K), (h * K, K), (2 * h * K, V)))
+        gla_triton.gla_step_triton(torch.zeros(b, h, K, V), q, k, v, -torch.rand(b, h, K), K ** -0.5)
+
+    def silu_mul(dtype):  # GLA-1.3B's MLP: m = 5632, prefill rows
+        from .mamba import act_triton
+
+        act_triton.silu_mul_triton(rn(2, 64, 2 * 5632, dtype=dtype))
 
     def ssd_prefill(dtype):  # Mamba-2-130M: 24 heads of 64, d_state 128, one group
         from .mamba import ssd_triton
@@ -261,7 +267,7 @@ def _cases() -> dict:
         "based_prefill_segmented_masked": lambda dt: based_prefill(dt, n_seg=2, masked=True),
         "pla_prefill": pla_prefill, "based_step": based_step, "mamba_scan": mamba_scan, "mamba_step": mamba_step,
         "gla_step": gla_step, "ssd_prefill": ssd_prefill, "ssd_step": ssd_step, "conv_prefill": conv_prefill,
-        "conv_step": conv_step, "gated_norm": gated_norm,
+        "conv_step": conv_step, "gated_norm": gated_norm, "silu_mul": silu_mul,
     }
 
 
