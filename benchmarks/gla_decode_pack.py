@@ -65,9 +65,11 @@ def main(argv=None):
             sync()
             times.append(time.perf_counter() - t)
         res[name] = ((times[1] - times[0]) / steps * 1e3, out.tokens)
+        # how the steps ran: graphs held (the first run's 5.58 ms "separate" figure is unexplained; this says
+        # whether its steps were replayed from a graph)
         print(f"{name:9s} decode {res[name][0]:.3f} ms/step (batch {batch}, {next(model.parameters()).dtype}, "
-              f"{'toy' if args.smoke else 'GLA-1.3B'} widths, CUDA graphs {bool(model.cuda_graphs) and dev == 'cuda'})",
-              flush=True)
+              f"{'toy' if args.smoke else 'GLA-1.3B'} widths, cuda_graphs={model.cuda_graphs}, "
+              f"graphs held {len(model._graphs)})", flush=True)
     same = sum(a == b for a, b in zip(res["packed"][1], res["separate"][1])) / len(res["packed"][1])
     print(f"packed / separate: {res['separate'][0] / res['packed'][0]:.2f}x faster; greedy tokens identical on "
           f"{same:.0%} of rows")
