@@ -46,3 +46,19 @@ def test_gla_decode_pack_smoke():
                           capture_output=True, text=True, timeout=300, cwd=ROOT / "benchmarks")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "identical on 100% of rows" in proc.stdout, proc.stdout
+
+
+def test_floors_count_the_published_shapes():
+    """benchmarks/floors.py: the GLA-1.3B linear weights and fp32 states are counted from the model's own
+    shapes, and the floor behind the README's GLA statement stays where the README puts it (~0.31 s)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import floors
+
+    sh = floors.shapes("gla")
+    per_layer = 2048 * (1024 + 1024 + 2048 + 2048 + 16 + 2048 + 3 * 5632) + 1024 * 16
+    assert sh.body_linear == 24 * per_layer and sh.head == 32000 * 2048
+    assert sh.state_bytes_per_row == 24 * 4 * 256 * 512 * 4
+    pre, dec = floors.floor_seconds(sh, 32, 1900, 48, 700.0, 3.0)
+    assert 0.20 < pre < 0.23 and 0.08 < dec < 0.10
+    m2 = floors.shapes("mamba2")
+    assert m2.state_bytes_per_row == 24 * (24 * 64 * 128 * 4 + 1792 * 3 * 2)
