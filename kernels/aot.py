@@ -218,10 +218,11 @@ def _cases() -> dict:
         q, k, v = (proj[:, a:a + h * w].unflatten(-1, (h, w)) for a, w in ((0, K), (h * K, K), (2 * h * K, V)))
         gla_triton.gla_step_triton(torch.zeros(b, h, K, V), q, k, v, -torch.rand(b, h, K), K ** -0.5)
 
-    def silu_mul(dtype):  # GLA-1.3B's MLP: m = 5632, prefill rows
+    def silu_mul(dtype):  # GLA-1.3B's MLP (m = 5632), the hazyresearch GatedMlp's (gate second, m = 2816)
         from .mamba import act_triton
 
         act_triton.silu_mul_triton(rn(2, 64, 2 * 5632, dtype=dtype))
+        act_triton.silu_mul_triton(rn(2, 64, 2 * 2816, dtype=dtype), gate_second=True)
 
     def ssd_prefill(dtype):  # Mamba-2-130M: 24 heads of 64, d_state 128, one group
         from .mamba import ssd_triton

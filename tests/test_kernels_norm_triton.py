@@ -84,11 +84,15 @@ _INTERPRETED = textwrap.dedent('''
     # the gated MLP's activation from a fused gate / up output (rows strided: a slice of a wider projection)
     from jrt_eval.kernels.mamba.act_triton import silu_mul_triton
     from jrt_eval.kernels.mamba.scan import silu_mul_torch
-    for name, (dt, m) in {"silu_mul_fp32": (torch.float32, 300), "silu_mul_bf16": (torch.bfloat16, 37)}.items():
+    for name, (dt, m, second) in {"silu_mul_fp32": (torch.float32, 300, False), "silu_mul_bf16": (torch.bfloat16, 37, False),
+                                  "silu_mul_gate_second": (torch.float32, 45, True)}.items():
         gu = torch.randn(2, 9, 2 * m + 6, generator=g).to(dt)[..., 3:3 + 2 * m]
-        got = silu_mul_triton(gu)
+        got = silu_mul_triton(gu, gate_second=second)
         assert got.shape == (2, 9, m) and got.dtype == dt and got.is_contiguous()
-        out[name] = err(got, silu_mul_torch(gu.double()))
+        out[name] = err(got, silu_mul_torch(gu.double(), gate_second=second))
+    a, b = torch.randn(4, 6, generator=g, dtype=torch.float64).chunk(2, -1)  # the halves' roles, spelled out
+    assert torch.equal(silu_mul_torch(torch.cat([a, b], -1)), torch.nn.functional.silu(a) * b)
+    assert torch.equal(silu_mul_torch(torch.cat([a, b], -1), gate_second=True), a * torch.nn.functional.silu(b))
     print("RESULT " + json.dumps(out))
 ''')
 
@@ -98,7 +102,7 @@ def test_gated_norm_triton_under_interpreter(tmp_path):
     errs = run_interpreted(_INTERPRETED, tmp_path, "interp_norm.py")
     assert set(errs) == {"mamba2_g1", "mamba2_g2_odd", "gla_heads", "gla_no_gate", "rms_norm"} | {
         f"add_norm_{r}_resid.{part}" for r in ("fp32", "bf16") for part in ("resid", "norm")} | {
-        "silu_mul_fp32", "silu_mul_bf16"}
+        "silu_mul_fp32", "silu_mul_bf16", "silu_mul_gate_second"}
     # bf16 outputs: one rounding step (the interpreter's float32 -> bf16 cast need not round as PyTorch's does)
     limits = {"mamba2_g2_odd": 8e-3, "add_norm_bf16_resid.resid": 8e-3, "add_norm_bf16_resid.norm": 8e-3,
               "silu_mul_bf16": 8e-3}

@@ -102,13 +102,14 @@ def gated_rms_norm(y, z, weight, eps: float, groups: int, out_dtype, norm_first:
     return gated_rms_norm_torch(y, z, weight, eps, groups, out_dtype, norm_first)
 
 
-def silu_mul(gu, backend: str = "auto"):
-    """``silu(gu[..., :m]) * gu[..., m:]`` of a fused gate / up projection ``gu [..., 2m]`` (float32 math, gu's dtype)."""
+def silu_mul(gu, gate_second: bool = False, backend: str = "auto"):
+    """``silu(gu[..., :m]) * gu[..., m:]`` of a fused gate / up projection ``gu [..., 2m]`` (``gate_second``: the
+    gate is the second half); float32 math, one rounding to gu's dtype."""
     if _use_triton(gu, backend):
         from .act_triton import silu_mul_triton
 
-        return silu_mul_triton(gu)
-    return silu_mul_torch(gu)
+        return silu_mul_triton(gu, gate_second)
+    return silu_mul_torch(gu, gate_second)
 
 
 def add_rms_norm(resid, delta, weight, eps: float, out_dtype, backend: str = "auto"):

@@ -84,10 +84,11 @@ def gated_rms_norm_torch(y, z, weight, eps: float, groups: int, out_dtype, norm_
     return g.to(out_dtype)
 
 
-def silu_mul_torch(gu):
-    """``silu(gu[..., :m]) * gu[..., m:]`` for ``gu [..., 2m]``, in float32, rounded once to gu's dtype."""
-    g, u = gu.float().chunk(2, dim=-1)
-    return (F.silu(g) * u).to(gu.dtype)
+def silu_mul_torch(gu, gate_second: bool = False):
+    """``silu(gu[..., :m]) * gu[..., m:]`` for ``gu [..., 2m]`` (``gate_second``: ``gu[..., :m] * silu(gu[..., m:])``),
+    in float32 (float64 stays float64), rounded once to gu's dtype."""
+    a, b = gu.to(torch.promote_types(gu.dtype, torch.float32)).chunk(2, dim=-1)
+    return (b * F.silu(a) if not gate_second else a * F.silu(b)).to(gu.dtype)
 
 
 def selective_scan_torch(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None, block: int = 64):
