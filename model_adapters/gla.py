@@ -193,7 +193,6 @@ class GLALM(RecurrentLM):
         if kernels not in ("auto", "torch", "triton", "fla"):
             raise ValueError(f"kernels must be auto, torch, triton (decode) or fla (prefill), got {kernels!r}")
         self.kernels = kernels
-        self.norm_backend = kernels if kernels in ("torch", "triton") else "auto"
         self.model = _Backbone(spec)
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tie:

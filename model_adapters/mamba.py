@@ -244,10 +244,6 @@ class MambaBackboneLM(RecurrentLM):
             resid, h = self._add_rms_norm(resid, out, nxt, s.eps, dtype)
         return self.hf.lm_head(h)
 
-    @property
-    def norm_backend(self) -> str:  # the RMSNorms follow the kernels option (auto: Triton on CUDA)
-        return self.kernels
-
     def _neg_exp_A(self, m) -> torch.Tensor:
         """A = -exp(A_log) in float32, computed once per weight version: every decode step used to launch two
         elementwise kernels per layer for it (~6% of a Mamba-2-130M decode step at batch 32 on an H100). Keyed on

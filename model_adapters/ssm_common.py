@@ -288,12 +288,19 @@ class RecurrentLM(nn.Module):
     family = "?"
     max_length = 2048
     MAX_GRAPHS = 4
-    norm_backend = "auto"  # RMSNorms: Triton on CUDA; "torch" / "triton" follow the model's kernels option
 
     def __init__(self):
         super().__init__()
         self.cuda_graphs = True
         self._graphs: dict = {}
+
+    @property
+    def norm_backend(self) -> str:
+        """Backend of the RMSNorms and the other small fused kernels: the model's ``kernels`` option when it names
+        one ("torch" / "triton"), else "auto" (Triton on CUDA; also GLA's "fla", a prefill choice, and models
+        without the option)."""
+        kernels = getattr(self, "kernels", "auto")
+        return kernels if kernels in ("torch", "triton") else "auto"
 
     def _rms_norm(self, x, weight, eps: float, out_dtype):
         return rms_norm(x, weight, eps, out_dtype, backend=self.norm_backend)
