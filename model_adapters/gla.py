@@ -25,7 +25,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -135,6 +135,15 @@ def parse_config(config: dict, sd: Optional[dict] = None, where: str = "config.j
     )
 
 
+class _Pack(NamedTuple):
+    """Row blocks of one matrix (GLALM.pack_weights): the matrix, the Linear layers viewing it, their weights'
+    addresses when packed (a replaced weight no longer matches) and their row counts."""
+    weight: torch.Tensor
+    mods: tuple
+    ptrs: tuple
+    sizes: list
+
+
 # ===================================================================================== modules (fla names)
 class _Norm(nn.Module):
     def __init__(self, dim: int):
@@ -229,8 +238,8 @@ class GLALM(RecurrentLM):
                     for mod, w in zip(mods, ws):
                         mod.weight = nn.Parameter(fused[off:off + w.shape[0]], requires_grad=w.requires_grad and grad_ok)
                         off += w.shape[0]
-                    owner.__dict__["_packed"] = (fused, tuple(mod.weight.data_ptr() for mod in mods),
-                                                 [w.shape[0] for w in ws])
+                    owner.__dict__["_packed"] = _Pack(fused, tuple(mods), tuple(mod.weight.data_ptr() for mod in mods),
+                                                      [w.shape[0] for w in ws])
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -238,12 +247,12 @@ class GLALM(RecurrentLM):
         return out
 
     @staticmethod
-    def _packed(owner, mods):
-        """(fused weight, row counts) when ``mods`` are still the views :meth:`pack_weights` made, else None."""
+    def _packed(owner) -> Optional[_Pack]:
+        """``owner``'s packing while its layers' weights are still the views :meth:`pack_weights` made, else None."""
         p = owner.__dict__.get("_packed")
-        if p is None or tuple(mod.weight.data_ptr() for mod in mods) != p[1]:
+        if p is None or tuple(mod.weight.data_ptr() for mod in p.mods) != p.ptrs:
             return None
-        return p[0], p[2]
+        return p
 
     # ------------------------------------------------------------------ pieces shared by prefill and step
     def _qkvg(self, blk: _Block, h, packed: bool = False):
@@ -252,10 +261,9 @@ class GLALM(RecurrentLM):
         packed (decode: the outputs are strided views, which the decode kernel reads as they are)."""
         s, a = self.spec, blk.attn
         lead = h.shape[:-1]
-        (_, mods), _ = self._packs(blk)
-        fused = self._packed(a, mods) if packed else None
-        if fused is not None:
-            parts = F.linear(h, fused[0]).split(fused[1], dim=-1)
+        pack = self._packed(a) if packed else None
+        if pack is not None:
+            parts = F.linear(h, pack.weight).split(pack.sizes, dim=-1)
             q, k, v = parts[:3]
             gate = parts[3] if s.use_output_gate else None
             gk_low = parts[-1]
@@ -284,11 +292,10 @@ class GLALM(RecurrentLM):
         """``down(silu(gate x) ⊙ up x)``: packed, one gate / up matmul and the activation fused (float32 math, one
         rounding); else two matmuls and PyTorch's SiLU and product (in the model dtype)."""
         m = blk.mlp
-        _, (_, mods) = self._packs(blk)
-        fused = self._packed(m, mods)
-        if fused is None:
+        pack = self._packed(m)
+        if pack is None:
             return m.down_proj(F.silu(m.gate_proj(x)) * m.up_proj(x))
-        return m.down_proj(silu_mul(F.linear(x, fused[0]), backend=self.norm_backend))
+        return m.down_proj(silu_mul(F.linear(x, pack.weight), backend=self.norm_backend))
 
     def _block(self, i: int, resid, attn_out, dtype):
         """From a block's attention output to the next block's normed input: ``resid += attn``, MLP on its norm,

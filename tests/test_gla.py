@@ -200,7 +200,7 @@ def test_variants_equal_oracle(tmp_path, over):
     m = gla.load_model(str(folder))
     full = m(ids)
     assert rel(full, gla_oracle(folder, ids)) < 1e-5
-    assert m._packed(m.model.layers[0].attn, m._packs(m.model.layers[0])[0][1]) is not None
+    assert m._packed(m.model.layers[0].attn) is not None
     _, cache = m.prefill(ids[:, :37])
     for j in range(37, 40):
         torch.testing.assert_close(m.step(ids[:, j], cache), full[:, j], rtol=0, atol=3e-5)
@@ -245,7 +245,7 @@ def test_projection_weights_are_packed_views(ckpt):
         assert torch.equal(m.state_dict()[k], v), k
     for blk in m.model.layers:
         for owner, mods in m._packs(blk):
-            fused, sizes = m._packed(owner, mods)
+            fused, sizes = m._packed(owner).weight, m._packed(owner).sizes
             assert all(mod.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr() for mod in mods)
             assert sizes == [mod.weight.shape[0] for mod in mods] and fused.shape[0] == sum(sizes)
     ids = ids_of(40, 2, 9)
@@ -258,12 +258,12 @@ def test_projection_weights_are_packed_views(ckpt):
     blk = m.model.layers[0]
     blk.attn.k_proj.weight = torch.nn.Parameter(blk.attn.k_proj.weight.detach().clone())
     blk.mlp.up_proj.weight = torch.nn.Parameter(blk.mlp.up_proj.weight.detach().clone())
-    assert m._packed(blk.attn, m._packs(blk)[0][1]) is None and m._packed(blk.mlp, m._packs(blk)[1][1]) is None
+    assert m._packed(blk.attn) is None and m._packed(blk.mlp) is None
     _, cache = m.prefill(ids[:, :6])
     for j, want in zip(range(6, 9), packed_steps):
         torch.testing.assert_close(m.step(ids[:, j], cache), want, rtol=0, atol=3e-5)
     m.double()  # any .to() packs again
-    assert m._packed(blk.attn, m._packs(blk)[0][1]) is not None and m.model.layers[0].attn.q_proj.weight.dtype == torch.float64
+    assert m._packed(blk.attn) is not None and m.model.layers[0].attn.q_proj.weight.dtype == torch.float64
     torch.testing.assert_close(m(ids).float(), full, rtol=0, atol=3e-5)
 
 
