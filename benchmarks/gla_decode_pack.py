@@ -29,26 +29,19 @@ if str(ROOT) not in sys.path:
 def main(argv=None):
     import argparse
 
-    from jrt_eval.model_adapters import gla
     from jrt_eval.model_adapters.base import greedy_generate
-    from gpu_check_ssm import GLA_13B
+    from gpu_check_ssm import _gla_model, family_config, speed_prompts, sync
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="CPU, toy widths: the code path only (CI)")
     args = ap.parse_args(argv)
-    dev = "cpu" if args.smoke else "cuda"
-    cfg = gla.tiny_config(vocab_size=32000) if args.smoke else GLA_13B
+    dev = torch.device("cpu" if args.smoke else "cuda")
+    cfg, vocab = family_config("gla", args.smoke)
     batch, steps = (4, 6) if args.smoke else (32, 48)
-    spec = gla.parse_config(cfg)
-    model = gla.build_model(spec, cfg, device="meta", kernels="torch" if args.smoke else "triton")  # no fla
-    model.load_state_dict(gla.random_gla_weights(spec, 0, dev), strict=True, assign=True)
-    model = model.to(dev, torch.float32 if args.smoke else torch.bfloat16).eval()
-
-    def sync():
-        if dev == "cuda":
-            torch.cuda.synchronize()
-
-    ids = torch.randint(0, spec.vocab_size, (batch, 64), device=dev, generator=torch.Generator(dev).manual_seed(0))
+    # our PyTorch prefill (no fla: nothing to autotune) and, on CUDA, the Triton decode step
+    model = _gla_model(cfg, dev, torch.float32 if args.smoke else torch.bfloat16,
+                       kernels="torch" if args.smoke else "triton")
+    ids, _ = speed_prompts(vocab, batch, 64, dev)
     res = {}
     for name in ("packed", "separate"):
         if name == "separate":  # the packing marked stale: the code of before it runs

@@ -236,7 +236,8 @@ class GLALM(RecurrentLM):
                     fused = torch.cat(ws, 0)
                     off = 0
                     for mod, w in zip(mods, ws):
-                        mod.weight = nn.Parameter(fused[off:off + w.shape[0]], requires_grad=w.requires_grad and grad_ok)
+                        mod.weight = nn.Parameter(fused[off:off + w.shape[0]],
+                                                  requires_grad=w.requires_grad and grad_ok)
                         off += w.shape[0]
                     owner.__dict__["_packed"] = _Pack(fused, tuple(mods), tuple(mod.weight.data_ptr() for mod in mods),
                                                       [w.shape[0] for w in ws])
