@@ -397,7 +397,7 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     try:
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=cfg["num_warps"],
                                                 num_stages=cfg["num_stages"],
-                                                **{k: cfg[k] for k in ("maxnreg",) if k in cfg})
+                                                **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}))
     except OutOfResources:
         # a tuned config that does not fit this GPU / dtype (fp32 tiles take twice the shared
         # memory): the smallest one-warpgroup config always fits. Same chunking of the sequence

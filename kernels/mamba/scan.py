@@ -87,7 +87,7 @@ def gated_rms_norm_torch(y, z, weight, eps: float, groups: int, out_dtype, norm_
 def silu_mul_torch(gu, gate_second: bool = False):
     """``silu(gu[..., :m]) * gu[..., m:]`` for ``gu [..., 2m]`` (``gate_second``: ``gu[..., :m] * silu(gu[..., m:])``),
     in float32 (float64 stays float64), rounded once to gu's dtype."""
-    a, b = gu.to(torch.promote_types(gu.dtype, torch.float32)).chunk(2, dim=-1)
+    a, b = gu.to(_wd(gu)).chunk(2, dim=-1)
     return (b * F.silu(a) if not gate_second else a * F.silu(b)).to(gu.dtype)
 
 

@@ -237,16 +237,17 @@ def _default_config(p: int, dtype: torch.dtype) -> dict:
     return cfg
 
 
-def register_cap(cfg: dict, dtype: torch.dtype, programs: int, sms: int) -> Optional[int]:
+def register_cap(cfg: dict, dtype: torch.dtype, programs: int, sms: Optional[int]) -> Optional[int]:
     """``maxnreg`` for the prefill launch, or None. The one-warpgroup 16-bit kernel compiles to ~220 registers,
     so two programs share an SM, each stalled on its chain of small matmuls; capped at 168 (a few spilled
     values), three do, which hides more of that latency -- when there are programs to fill them. Measured on
     an H100 (``benchmarks/ssd.py``, 2026-11-23, Mamba-2-130M widths): batch 32 x 1900 1.00 vs 1.10 ms, 32 x 950
     0.51 vs 0.57, 8 x 1900 0.25 vs 0.36; batch 1 x 2048 (48 programs, fewer than the SMs) 0.19 vs 0.16, so
-    no cap when every program already has a slot at two per SM. ``cfg["maxnreg"]`` overrides (0: no cap)."""
+    no cap when every program already has a slot at two per SM. ``cfg["maxnreg"]`` overrides (0: no cap);
+    ``sms`` None (no GPU: compiles ahead of time) applies only that override."""
     if "maxnreg" in cfg:
         return int(cfg["maxnreg"]) or None
-    if dtype == torch.float32 or cfg["num_warps"] != 4 or programs <= 2 * sms:
+    if sms is None or dtype == torch.float32 or cfg["num_warps"] != 4 or programs <= 2 * sms:
         return None
     return 168
 
@@ -307,13 +308,11 @@ def ssd_prefill_triton(x, dt, A, B, C, chunk_size: Optional[int] = None, D=None,
         HAS_MASK=mask is not None, HAS_H0=initial_state is not None, BLOCK_N=max(16, triton.next_power_of_2(n)),
         IN_DOT=in_dot, IN_PREC=in_prec, MIX_DOT=mix_dot, MIX_PREC=mix_prec,
     )
-    if x.is_cuda and not interpreting():
-        cap = register_cap(cfg, x.dtype, b * h * triton.cdiv(p, cfg["BLOCK_P"]),
-                           torch.cuda.get_device_properties(x.device).multi_processor_count)
-        cfg = dict(cfg, maxnreg=cap) if cap else {k: v for k, v in cfg.items() if k != "maxnreg"}
-    elif interpreting():  # the interpreter has no registers to cap (an explicit cap still reaches AOT compiles)
-        cfg.pop("maxnreg", None)
-    key = (x.device, x.dtype, p, n, json.dumps(cfg, sort_keys=True))
+    maxnreg = None  # the interpreter has no registers to cap
+    if not interpreting():
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else None
+        maxnreg = register_cap(cfg, x.dtype, b * h * triton.cdiv(p, cfg["BLOCK_P"]), sms)
+    key = (x.device, x.dtype, p, n, json.dumps(cfg, sort_keys=True), maxnreg)
     tiles = _FITS.get(key)
     if tiles is None:
         # a config that does not fit this GPU's shared memory (wide d_state, fp32 tiles, several stages): fall
@@ -325,8 +324,7 @@ def ssd_prefill_triton(x, dt, A, B, C, chunk_size: Optional[int] = None, D=None,
         tries = [tiles]
     for i, (bt, block_p, warps, stages) in enumerate(tries):
         try:
-            _launch(args, flags, b * h, p, bt, block_p, warps, stages,
-                    {k: cfg[k] for k in ("maxnreg",) if k in cfg})
+            _launch(args, flags, b * h, p, bt, block_p, warps, stages, maxnreg)
         except OutOfResources:
             if i == len(tries) - 1:
                 raise
@@ -337,13 +335,12 @@ def ssd_prefill_triton(x, dt, A, B, C, chunk_size: Optional[int] = None, D=None,
 
 
 
-def _launch(args, flags, programs, p, bt, block_p, warps, stages, extra=None):
-    """``extra``: launch options for tuning runs (``maxnreg``: a register cap, so more programs fit an SM)."""
+def _launch(args, flags, programs, p, bt, block_p, warps, stages, maxnreg=None):
+    """``maxnreg``: a register cap (:func:`register_cap`), so more programs fit an SM."""
     global LAST_KERNEL
-    extra = extra or {}
     grid = (programs, triton.cdiv(p, block_p))
     LAST_KERNEL = _ssd_prefill_kernel[grid](*args, **flags, BT=bt, BLOCK_P=block_p, num_warps=warps,
-                                            num_stages=stages, **extra)
+                                            num_stages=stages, **({"maxnreg": maxnreg} if maxnreg else {}))
 
 
 def ssd_step_triton(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_limit=(0.0, float("inf")),
