@@ -328,12 +328,12 @@ def check_fla_kernels(dev, smoke):
 
 
 # ===================================================================================== 2. parity
-def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0, kernels="auto"):
+def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0, kernels="auto", state_dtype="float32"):
     mod = {"mamba": mamba, "mamba2": mamba2}[family]
     spec = mod.parse_config(cfg)
     model = mod.build_model(spec, cfg, device="meta", impl=impl, kernels=kernels)
     weights = (mamba.random_mamba_weights if family == "mamba" else mamba2.random_mamba2_weights)(spec, seed, dev)
-    return mamba.load_weights(model, weights, f"random {family}", dev, dtype)
+    return mamba.load_weights(model, weights, f"random {family}", dev, dtype, state_dtype=state_dtype)
 
 
 def _gla_model(cfg, dev, dtype, seed=0, kernels="auto"):
@@ -493,7 +493,7 @@ def speed_prompts(vocab, batch, L, dev):
     return ids, torch.ones_like(ids)
 
 
-def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dtypes):
+def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dtypes, torch_ssd=True):
     B, NEW = (4, 6) if smoke else (32, 48)
     lengths = (40, 80) if smoke else (950, 1900)
     if dev.type != "cuda":
@@ -533,7 +533,19 @@ def speed_family(family, cfg, vocab, dev, smoke, anchors, reps, fp32_lengths, dt
             if ref_tokens is not None:
                 record(f"speed.{family}.L{L}.ours_{name}_greedy_agree_fp32", agreement(toks, ref_tokens),
                        f"share of rows with identical {NEW} tokens; {divergence(toks, ref_tokens)}")
-            if family == "mamba2" and dev.type == "cuda" and need(30, f"speed.{family}.L{L}.{name}.torch_ssd"):
+            if family != "gla" and dev.type == "cuda" and need(25, f"speed.{family}.L{L}.{name}.model_state"):
+                # state_dtype="model": the decode's SSM state in the weights' dtype (mamba_ssm's cache)
+                ms = _mamba_model(family, cfg, dev, dt, state_dtype="model")
+                tm, mtoks = bench_ours(ms, ids, mask, NEW, reps)
+                record(f"speed.{family}.L{L}.ours_{name}_model_state_s_per_batch", round(tm, 3),
+                       f"{B / tm:.1f} prompts/s; state_dtype=model: {t / tm:.2f}x the float32 state")
+                if ref_tokens is not None:
+                    record(f"speed.{family}.L{L}.ours_{name}_model_state_greedy_agree_fp32",
+                           agreement(mtoks, ref_tokens), divergence(mtoks, ref_tokens))
+                record(f"speed.{family}.L{L}.ours_{name}_model_state_greedy_agree_float32_state", agreement(mtoks, toks))
+                del ms
+            if (torch_ssd and family == "mamba2" and dev.type == "cuda"
+                    and need(30, f"speed.{family}.L{L}.{name}.torch_ssd")):
                 # the PyTorch SSD path (kernels="torch") against the default Triton one, same weights and prompts
                 mt = _mamba_model(family, cfg, dev, dt, kernels="torch")
                 tt, ttoks = bench_ours(mt, ids, mask, NEW, reps)
@@ -587,6 +599,9 @@ def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
         ours_t = RESULTS.get(f"speed.{family}.L{L}.ours_bfloat16_s_per_batch")
         if ours_t:
             record(f"{key}.speedup_ours_bf16", round(t / ours_t, 1), "x")
+        model_state_t = RESULTS.get(f"speed.{family}.L{L}.ours_bfloat16_model_state_s_per_batch")
+        if model_state_t:
+            record(f"{key}.speedup_ours_bf16_model_state", round(t / model_state_t, 1), "x (state_dtype=model)")
         record(f"{key}.greedy_agree_ours_bf16", agreement(toks, our_tokens))
         del hf
     except torch.OutOfMemoryError as exc:
@@ -598,13 +613,15 @@ def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
 @section("speed_mamba")
 def check_speed_mamba(dev, smoke, anchors, reps):
     cfg, vocab = family_config("mamba", smoke)
-    speed_family("mamba", cfg, vocab, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
+    speed_family("mamba", cfg, vocab, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16],
+                 torch_ssd=False)
 
 
 @section("speed_mamba2")
-def check_speed_mamba2(dev, smoke, anchors, reps):
+def check_speed_mamba2(dev, smoke, anchors, reps, skip=()):
     cfg, vocab = family_config("mamba2", smoke)
-    speed_family("mamba2", cfg, vocab, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
+    speed_family("mamba2", cfg, vocab, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16],
+                 torch_ssd="torch_ssd" not in skip)
 
 
 @section("speed_gla")
@@ -669,7 +686,8 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--smoke", action="store_true", help="CPU, toy sizes")
     ap.add_argument("--only", default="", help="comma list of sections to run (default: all)")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip; 'anchors' skips the anchors")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip; 'anchors' skips the anchors, "
+                    "'torch_ssd' Mamba-2's PyTorch-SSD comparison")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--profile", default="mamba2,mamba", help="families of the profile section (mamba, mamba2, gla)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds; later steps are skipped (JSON still written)")
@@ -695,7 +713,7 @@ def main():
     plan = [  # most important first: a lease that runs out still brings back the rest
         ("kernels", lambda: check_kernels(dev, args.smoke)),
         ("speed_mamba", lambda: check_speed_mamba(dev, args.smoke, anchors, args.reps)),
-        ("speed_mamba2", lambda: check_speed_mamba2(dev, args.smoke, anchors, args.reps)),
+        ("speed_mamba2", lambda: check_speed_mamba2(dev, args.smoke, anchors, args.reps, skip)),
         ("parity_mamba", lambda: check_parity_mamba(dev, args.smoke)),
         ("speed_gla", lambda: check_speed_gla(dev, args.smoke, anchors, args.reps)),
         ("parity_gla", lambda: check_parity_gla(dev, args.smoke)),

@@ -19,12 +19,16 @@
 #   bash benchmarks/gpu_pending.sh 10  # register caps (maxnreg: 3 programs per SM instead of 2) on the SSD prefill
 #                                      # and the Based prefill / state pass
 #   bash benchmarks/gpu_pending.sh 11  # (669fd7a only) split-bf16 SSD products; a Based readout variant
-#   bash benchmarks/gpu_pending.sh 12  # owed: GLA packed vs separate projections (same run), then GLA-1.3B against
+#   bash benchmarks/gpu_pending.sh 12  # GLA packed vs separate projections (same run), then GLA-1.3B against
 #                                      # fla's own generate at 1900 tokens (fla autotunes for minutes first)
+#   bash benchmarks/gpu_pending.sh 13  # Mamba-2 and Mamba with state_dtype=model (16-bit decode state) against the
+#                                      # float32 state: speed, greedy agreement with fp32, transformers anchor
+#   bash benchmarks/gpu_pending.sh 14  # 16-byte row loads in the conv / gated norm (row_align): kernels, then
+#                                      # Mamba / Mamba-2 parity, Mamba-2 speed (both state dtypes) and profile
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 12}
+part=${1:?part 1 to 14}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -107,8 +111,17 @@ case $part in
     (cd benchmarks && python3 gla_decode_pack.py) 2>&1 | tee "$out/gla_decode_pack.txt"
     python3 benchmarks/gpu_check_ssm.py --out "$out/gla" --only anchor_gla --deadline 480 2>&1 | tail -20
     ;;
+13)
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only speed_mamba2,speed_mamba --skip torch_ssd \
+        --deadline 560 2>&1 | tail -60
+    ;;
+14)
+    python3 benchmarks/ssm_fused.py 2>&1 | tee "$out/ssm_fused.txt"
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only parity_mamba,speed_mamba2,profile --profile mamba2 \
+        --skip torch_ssd --deadline 400 2>&1 | tail -60
+    ;;
 *)
-    echo "part must be 1 to 12" >&2
+    echo "part must be 1 to 14" >&2
     exit 2
     ;;
 esac

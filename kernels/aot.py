@@ -150,6 +150,9 @@ def compile_launch(launch: Launch, arch: int = 90, sass: bool = True) -> dict:
                     counts[m.group(1)] = counts.get(m.group(1), 0) + 1
             out["sass_instructions"] = sum(counts.values())
             out.update({op.lower(): counts.get(op, 0) for op in SASS_OPS})
+            # global-load widths: 16-byte vector loads vs one 16-bit element per instruction
+            out["ldg_128"] = len(re.findall(r"\bLDG\.E(?:\.[A-Z_]+)*\.128\b", text))
+            out["ldg_u16"] = len(re.findall(r"\bLDG\.E(?:\.[A-Z_]+)*\.U16\b", text))
     return out
 
 

@@ -207,6 +207,7 @@ class MambaBackboneLM(RecurrentLM):
         self.vocab_rows = spec.vocab_rows
         self.impl = impl
         self._A_cache: dict = {}  # id(mixer) -> (weight key, -exp(A_log)), see _neg_exp_A
+        self.state_dtype = "float32"  # of the decode's SSM state: "float32" | "model" (see _decode_state)
 
     def _prefill_core(self, input_ids, mask, want_state, last_only):
         if self.impl == "hf":
@@ -243,6 +244,15 @@ class MambaBackboneLM(RecurrentLM):
             nxt = bb.norm_f.weight if last else bb.layers[i + 1].norm.weight
             resid, h = self._add_rms_norm(resid, out, nxt, s.eps, dtype)
         return self.hf.lm_head(h)
+
+    def _decode_state(self, S: torch.Tensor) -> torch.Tensor:
+        """The prefill's final SSM state as the decode keeps it (``state_dtype``): float32 (default), or the
+        weights' dtype ("model": what mamba_ssm's ``allocate_inference_cache`` and transformers' cache hold, so
+        what the paper's fp16 runs decoded with; half the state traffic of the decode step, which is the bulk of
+        a Mamba-2 step). The decode kernels step a 16-bit state in float32 and round it once per token."""
+        if self.state_dtype == "model":
+            S = S.to(self.hf.backbone.embeddings.weight.dtype)
+        return S.contiguous()
 
     def _neg_exp_A(self, m) -> torch.Tensor:
         """A = -exp(A_log) in float32, computed once per weight version: every decode step used to launch two
@@ -291,7 +301,7 @@ class MambaLM(MambaBackboneLM):
         y, h_last = selective_scan_fn(xc, dt, self._neg_exp_A(m), B, C, D=m.D.float(), z=z,
                                       dt_bias=m.dt_proj.bias.float(), mask=mask, backend=self.kernels,
                                       out_dtype=h.dtype)
-        state = {"conv": conv_tail(x, s.d_conv, mask), "ssm": h_last.contiguous()} if want_state else None
+        state = {"conv": conv_tail(x, s.d_conv, mask), "ssm": self._decode_state(h_last)} if want_state else None
         return m.out_proj(y), state
 
     def _mixer_step(self, m, h, st):
@@ -323,9 +333,15 @@ def cast_model(model: MambaBackboneLM, device, dtype: torch.dtype) -> MambaBackb
     return model
 
 
+STATE_DTYPES = ("float32", "model")
+
+
 def load_weights(model: MambaBackboneLM, sd: dict, where: str, device="cpu", dtype: torch.dtype = torch.float32,
-                 cuda_graphs: bool = True, max_length: int = 2048) -> MambaBackboneLM:
+                 cuda_graphs: bool = True, max_length: int = 2048, state_dtype: str = "float32") -> MambaBackboneLM:
     """Strictly load mamba_ssm / transformers weights into a model built on the meta device, then place it."""
+    state_dtype = {"fp32": "float32", "float": "float32"}.get(str(state_dtype), str(state_dtype))
+    if state_dtype not in STATE_DTYPES:
+        raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {state_dtype!r}")
     sd = mamba_ssm_to_hf_keys(sd, model.spec.tie, where, strip=getattr(model.spec, "hazy", False))
     check_state_dict({k: tuple(v.shape) for k, v in model.hf.state_dict().items()}, sd, where)
     model.hf.load_state_dict(sd, strict=True, assign=True)
@@ -333,17 +349,21 @@ def load_weights(model: MambaBackboneLM, sd: dict, where: str, device="cpu", dty
         model.hf.lm_head.weight = model.hf.backbone.embeddings.weight
     model.cuda_graphs = cuda_graphs
     model.max_length = max_length
+    model.state_dtype = state_dtype
     return cast_model(model, device, dtype).eval()
 
 
 def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.float32, impl: str = "fast",
-               kernels: str = "auto", cuda_graphs: bool = True, max_length: int = 2048) -> MambaLM:
-    """Load a Mamba checkpoint (hub id or folder; mamba_ssm, hazyresearch or transformers format), strictly."""
+               kernels: str = "auto", cuda_graphs: bool = True, max_length: int = 2048,
+               state_dtype: str = "float32") -> MambaLM:
+    """Load a Mamba checkpoint (hub id or folder; mamba_ssm, hazyresearch or transformers format), strictly.
+    ``state_dtype``: the decode's SSM state, "float32" or "model" (the weights' dtype, as mamba_ssm)."""
     folder = checkpoint_dir(pretrained)
     config = read_config(folder)
     spec = parse_config(config, f"{folder}/config.json")
     model = build_model(spec, config, device="meta", impl=impl, kernels=kernels)
-    return load_weights(model, read_state_dict(folder), str(folder), device, dtype, cuda_graphs, max_length)
+    return load_weights(model, read_state_dict(folder), str(folder), device, dtype, cuda_graphs, max_length,
+                        state_dtype)
 
 
 # ===================================================================================== tiny checkpoints

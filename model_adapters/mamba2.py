@@ -20,7 +20,8 @@ time (``kernels/mamba/scan.py``: peak memory a few ``[b, heads, 256, 256]`` tens
 fallback broadcasts a ``[b, chunks, 256, 256, heads, head_dim]`` product, ~96 GiB at batch 32 × 1900 tokens).
 LM head on the last position only; decode replayed as a CUDA graph on GPU. ``"hf"`` — transformers' own
 forward/cache. Both kernel paths read x, B, C in the model dtype and keep the state in float32, so a prefill by
-one hands over to a decode by the other.
+one hands over to a decode by the other; ``state_dtype="model"`` keeps the decode's state in the weights' dtype
+instead (mamba_ssm's cache; float32 math, one rounding per step).
 Padding: pads are zeroed before the conv and get Δ = 0 (no decay, no input): left padding is exact.
 """
 from __future__ import annotations
@@ -230,7 +231,7 @@ class Mamba2LM(MambaBackboneLM):
         # mamba_ssm RMSNormGated, norm_before_gate=False: g = y ⊙ silu(z), RMS-normalised per group
         y = gated_rms_norm(y.reshape(b, T, s.d_inner), z, m.norm.weight, s.eps, s.ngroups, h.dtype,
                            backend=self.kernels)
-        state = {"conv": conv_tail(xBC, s.d_conv, mask), "ssm": S.float().contiguous()} if want_state else None
+        state = {"conv": conv_tail(xBC, s.d_conv, mask), "ssm": self._decode_state(S)} if want_state else None
         return m.out_proj(y), state
 
     def _mixer_step(self, m, h, st):
@@ -255,13 +256,16 @@ def build_model(spec: Mamba2Spec, config: Optional[dict] = None, device=None, **
 
 
 def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.float32, impl: str = "fast",
-               kernels: str = "auto", cuda_graphs: bool = True, max_length: int = 2048) -> Mamba2LM:
-    """Load a Mamba-2 checkpoint (hub id or folder; mamba_ssm or transformers format), strictly."""
+               kernels: str = "auto", cuda_graphs: bool = True, max_length: int = 2048,
+               state_dtype: str = "float32") -> Mamba2LM:
+    """Load a Mamba-2 checkpoint (hub id or folder; mamba_ssm or transformers format), strictly.
+    ``state_dtype``: the decode's SSM state, "float32" or "model" (the weights' dtype, as mamba_ssm)."""
     folder = checkpoint_dir(pretrained)
     config = read_config(folder)
     spec = parse_config(config, f"{folder}/config.json")
     model = build_model(spec, config, device="meta", impl=impl, kernels=kernels)
-    return load_weights(model, read_state_dict(folder), str(folder), device, dtype, cuda_graphs, max_length)
+    return load_weights(model, read_state_dict(folder), str(folder), device, dtype, cuda_graphs, max_length,
+                        state_dtype)
 
 
 # ===================================================================================== tiny checkpoints

@@ -95,6 +95,18 @@ _INTERPRETED = textwrap.dedent('''
             worst = max(worst, err(yj, want[:, j]))
         out[f"step.{name}"] = worst
         out[f"step.{name}.state"] = err(st, conv_tail(x, k, m))
+    # row strides divisible by 8 and by 2 only (kernels.mamba.selective_scan.row_align: the strides are passed
+    # divided by their alignment), as Mamba-2's 3352-wide in_proj output
+    for name, extra in (("align8", 16), ("align2", 2)):
+        wide = torch.randn(2, 19, 40 + extra, generator=g)
+        x = wide[..., extra // 2:extra // 2 + 40]
+        w, bias = torch.randn(40, 4, generator=g), torch.randn(40, generator=g)
+        mask = torch.ones(2, 19, dtype=torch.long)
+        mask[1, :6] = 0
+        want = R.causal_conv1d_ref(x.double(), w.double(), bias.double(), True, mask)
+        out[f"prefill.{name}"] = err(causal_conv1d_triton(x, w, bias, True, mask, config={"BT": 8, "BC": 32}), want)
+        st = conv_tail(x[:, :16], 4, mask[:, :16]).clone()
+        out[f"step.{name}"] = max(err(conv_step_triton(st, x[:, j], w, bias, True), want[:, j]) for j in range(16, 19))
     # bf16 inputs / state, float32 math: one rounding of the output
     x = torch.randn(2, 40, 48, generator=g).bfloat16()
     w, bias = torch.randn(48, 4, generator=g).bfloat16(), torch.randn(48, generator=g).bfloat16()

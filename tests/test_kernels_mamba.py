@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, gla_step, selective_state_update
+from jrt_eval.kernels.mamba import causal_conv1d, conv_tail, gla_step, selective_state_update, ssd_step
 from jrt_eval.kernels.mamba import reference as R
 from jrt_eval.kernels.mamba import scan as S
 
@@ -167,7 +167,38 @@ def test_step_dispatchers_torch_path():
     torch.testing.assert_close(S1, s_r, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_states_step_in_float32_and_round_once(dtype):
+    """A 16-bit decode state (the adapters' ``state_dtype="model"``, mamba_ssm's cache) is stepped in float32 and
+    rounded once on store; the output is the float32 step's on the same (upcast) state."""
+    g = gen(5)
+    b, d, n = 3, 7, 4
+    st = torch.randn(b, d, n, generator=g).to(dtype)
+    x, dt, z = (torch.randn(b, d, generator=g) for _ in range(3))
+    A, B, C = -torch.rand(d, n, generator=g), torch.randn(b, n, generator=g), torch.randn(b, n, generator=g)
+    D, db = torch.randn(d, generator=g), torch.randn(d, generator=g)
+    st32 = st.float()
+    y32 = selective_state_update(st32, x, dt, A, B, C, D, z, db, backend="torch")
+    y = selective_state_update(st, x, dt, A, B, C, D, z, db, backend="torch")
+    assert st.dtype == dtype and torch.equal(st, st32.to(dtype)) and torch.equal(y, y32)
+    H, P, N, G = 4, 3, 5, 2
+    S = torch.randn(b, H, P, N, generator=g).to(dtype)
+    xs, dts = torch.randn(b, H, P, generator=g), torch.randn(b, H, generator=g)
+    Bs, Cs, As = torch.randn(b, G, N, generator=g), torch.randn(b, G, N, generator=g), -torch.rand(H, generator=g)
+    S32 = S.float()
+    y32 = ssd_step(S32, xs, dts, As, Bs, Cs, D=D[:H], dt_bias=db[:H], backend="torch", out_dtype=torch.float32)
+    y = ssd_step(S, xs, dts, As, Bs, Cs, D=D[:H], dt_bias=db[:H], backend="torch", out_dtype=torch.float32)
+    assert S.dtype == dtype and torch.equal(S, S32.to(dtype)) and torch.equal(y, y32)
+
+
 # ----------------------------------------------------------------------------------- Triton, interpreted
+def _ulps(key: str) -> float:
+    """Allowed error of a 16-bit state after one step, in units of its dtype's eps relative to the float32 value:
+    half a unit for round-to-nearest (the GPU; fp16 in the interpreter), one for bf16 under Triton's interpreter,
+    which converts float32 to bfloat16 by truncation (checked on triton 3.6: 1 + 2^-8 + 2^-12 stores as 1.0)."""
+    return 1.01 if "bf16" in key else 0.51
+
+
 _INTERPRETED = textwrap.dedent('''
     import json, sys, torch
     from jrt_eval.kernels.based import interpreter_compat
@@ -207,6 +238,15 @@ _INTERPRETED = textwrap.dedent('''
     y = selective_state_update_triton(st, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D, z[:, 0], db, block_d=16)
     y_r = R.selective_state_update_ref(st_r, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D, z[:, 0], db)
     out["step"] = err(y, y_r); out["step_state"] = err(st, st_r)
+    for name, dt16 in (("bf16", torch.bfloat16), ("fp16", torch.float16)):  # a 16-bit state: float32 math, one rounding
+        st16 = h0.to(dt16)
+        st_r = st16.double()
+        y = selective_state_update_triton(st16, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D, z[:, 0], db, block_d=16)
+        y_r = R.selective_state_update_ref(st_r, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D, z[:, 0], db)
+        assert st16.dtype == dt16
+        out[f"step_{name}_state"] = err(y, y_r)
+        out[f"step_{name}_state.ulps"] = float(((st16.double() - st_r).abs() / st_r.abs().clamp_min(1e-3)).max()
+                                               / torch.finfo(dt16).eps)
     bh, K, V = (2, 3), 40, 24
     S0 = torch.randn(*bh, K, V, generator=g)
     q, k = torch.randn(*bh, K, generator=g), torch.randn(*bh, K, generator=g)
@@ -247,8 +287,9 @@ def test_triton_kernels_under_interpreter(tmp_path):
     errs = run_interpreted(_INTERPRETED, tmp_path, "interp.py")
     assert set(errs) >= {"scan", "scan_state", "step", "gla_step", "gla_step_strided", "mamba_model_forward",
                          "mamba_model_decode", "gla_model_decode"}
-    bad = {k: v for k, v in errs.items() if not v < 2e-6}
+    bad = {k: v for k, v in errs.items() if not (v <= _ulps(k) if k.endswith(".ulps") else v < 2e-6)}
     assert not bad, errs
+    assert {"step_bf16_state.ulps", "step_fp16_state.ulps"} <= set(errs)
 
 
 def test_dispatchers_are_not_shadowed_by_kernel_modules():

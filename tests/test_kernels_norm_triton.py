@@ -57,9 +57,11 @@ _INTERPRETED = textwrap.dedent('''
         "gla_heads": ((2, 5), 4 * 24, 4, False, True, True, torch.float32),
         "gla_no_gate": ((4,), 3 * 16, 3, False, True, False, torch.float32),
         "rms_norm": ((2, 3), 80, 1, True, True, False, torch.float32),  # ssm_common.rms_norm on CUDA
+        "mamba2_z_rows_align8": ((2, 3), 48, 1, True, False, True, torch.bfloat16),
     }.items():
         y = torch.randn(*lead, d, generator=g)
-        proj = torch.randn(*lead, d + 11, generator=g)
+        extra = 16 if name.endswith("align8") else 11  # row stride d + 16: a multiple of 8 (row_align), else odd
+        proj = torch.randn(*lead, d + extra, generator=g)
         z = proj[..., 5:5 + d] if has_z else None  # a strided slice of a projection
         w = torch.randn(d if per_channel else d // groups, generator=g)
         want = gated_rms_norm_torch(y.double(), None if z is None else z.double(), w.double(), 1e-5, groups,
@@ -100,11 +102,13 @@ _INTERPRETED = textwrap.dedent('''
 def test_gated_norm_triton_under_interpreter(tmp_path):
     pytest.importorskip("triton")
     errs = run_interpreted(_INTERPRETED, tmp_path, "interp_norm.py")
-    assert set(errs) == {"mamba2_g1", "mamba2_g2_odd", "gla_heads", "gla_no_gate", "rms_norm"} | {
+    assert set(errs) == {"mamba2_g1", "mamba2_g2_odd", "gla_heads", "gla_no_gate", "rms_norm",
+                         "mamba2_z_rows_align8"} | {
         f"add_norm_{r}_resid.{part}" for r in ("fp32", "bf16") for part in ("resid", "norm")} | {
         "silu_mul_fp32", "silu_mul_bf16", "silu_mul_gate_second"}
     # bf16 outputs: one rounding step (the interpreter's float32 -> bf16 cast need not round as PyTorch's does)
-    limits = {"mamba2_g2_odd": 8e-3, "add_norm_bf16_resid.resid": 8e-3, "add_norm_bf16_resid.norm": 8e-3,
+    limits = {"mamba2_g2_odd": 8e-3, "mamba2_z_rows_align8": 8e-3, "add_norm_bf16_resid.resid": 8e-3,
+              "add_norm_bf16_resid.norm": 8e-3,
               "silu_mul_bf16": 8e-3}
     bad = {k: v for k, v in errs.items() if not v < limits.get(k, 1e-5)}
     assert not bad, bad

@@ -367,3 +367,23 @@ def test_static_decode_buffers_follow_select_and_interleaving(ckpt, model):
     torch.testing.assert_close(m.step(toks[4], cb), model.step(toks[4], rcb), rtol=0, atol=1e-5)
     out = greedy_generate(m, a_ids, None, 6)
     assert out.tokens == greedy_generate(model, a_ids, None, 6).tokens
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_state_dtype_model(ckpt, model, dtype):
+    """``state_dtype="model"``: the decode state in the weights' dtype (mamba_ssm's cache), stepped in float32."""
+    ref = model if dtype == torch.float32 else mamba.load_model(str(ckpt), dtype=dtype)
+    m = mamba.load_model(str(ckpt), dtype=dtype, state_dtype="model")
+    ids = ids_of(60, 2, 20)
+    last, cache = m.prefill(ids[:, :14])
+    last_r, cache_r = ref.prefill(ids[:, :14])
+    assert cache.layers[0]["ssm"].dtype == dtype and cache_r.layers[0]["ssm"].dtype == torch.float32
+    assert torch.equal(last, last_r)  # the prefill itself is unchanged
+    for j in range(14, 20):
+        got, want = m.step(ids[:, j], cache), ref.step(ids[:, j], cache_r)
+        if dtype == torch.float32:
+            assert torch.equal(got, want)
+        else:
+            assert 0 < rel(got, want) < 2e-2
+    with pytest.raises(ValueError, match="state_dtype"):
+        mamba.load_model(str(ckpt), state_dtype="int8")

@@ -253,3 +253,23 @@ def test_half_precision(ckpt, model):
     assert mixer.A_log.dtype == mixer.D.dtype == mixer.dt_bias.dtype == torch.float32
     ids = ids_of(50, 2, 20)
     assert rel(m(ids), model(ids)) < 5e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_state_dtype_model(ckpt, model, dtype):
+    """``state_dtype="model"``: the decode state in the weights' dtype (mamba_ssm's cache), stepped in float32."""
+    ref = model if dtype == torch.float32 else mamba2.load_model(str(ckpt), dtype=dtype)
+    m = mamba2.load_model(str(ckpt), dtype=dtype, state_dtype="model")
+    ids = ids_of(60, 2, 20)
+    last, cache = m.prefill(ids[:, :14])
+    last_r, cache_r = ref.prefill(ids[:, :14])
+    assert cache.layers[0]["ssm"].dtype == dtype and cache_r.layers[0]["ssm"].dtype == torch.float32
+    assert torch.equal(last, last_r)  # the prefill itself is unchanged
+    for j in range(14, 20):
+        got, want = m.step(ids[:, j], cache), ref.step(ids[:, j], cache_r)
+        if dtype == torch.float32:
+            assert torch.equal(got, want)
+        else:
+            assert 0 < rel(got, want) < 2e-2
+    with pytest.raises(ValueError, match="state_dtype"):
+        mamba2.load_model(str(ckpt), state_dtype="int8")

@@ -31,6 +31,9 @@ __all__ = ["add_rms_norm", "causal_conv1d", "conv_step", "conv_tail", "fla_usabl
            "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 @functools.lru_cache(maxsize=None)
 def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
@@ -135,11 +138,17 @@ def selective_scan_fn(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, i
 
 
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, backend: str = "auto"):
-    """One Mamba-1 decode step; updates ``state [b, d, n]`` (float32) in place and returns ``y [b, d]``."""
+    """One Mamba-1 decode step; updates ``state [b, d, n]`` in place and returns ``y [b, d]``. A 16-bit state
+    (``state_dtype="model"`` of the adapters) is stepped in float32 and rounded once."""
     if _use_triton(x, backend):
         from .selective_scan import selective_state_update_triton
 
         return selective_state_update_triton(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias)
+    if state.dtype in _HALF:  # float32 math, the new state rounded once (the Triton kernel's contract)
+        s32 = state.float()
+        y = selective_state_update(s32, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, backend="torch")
+        state.copy_(s32)
+        return y
     wd = state.dtype
     delta = torch.nn.functional.softplus(dt.to(wd) + (dt_bias.to(wd) if dt_bias is not None else 0.0))
     xf = x.to(wd)
@@ -169,14 +178,18 @@ def ssd_prefill(x, dt, A, B, C, chunk_size: int = 256, D=None, dt_bias=None, dt_
 
 def ssd_step(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_limit=(0.0, float("inf")),
              backend: str = "auto", out_dtype=None):
-    """One Mamba-2 decode token; updates ``state [b, h, p, n]`` (float32, contiguous) in place. ``x [b, h, p]``,
+    """One Mamba-2 decode token; updates ``state [b, h, p, n]`` (contiguous; float32, or 16-bit: float32 math,
+    rounded once) in place. ``x [b, h, p]``,
     ``dt [b, h]``, ``B, C [b, g, n]``. Returns ``y [b, h, p]`` (incl. ``D x``) in out_dtype (default x.dtype)."""
     if _use_triton(x, backend):
         from .ssd_triton import ssd_step_triton
 
         return ssd_step_triton(state, x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
                                dt_limit=dt_limit, out_dtype=out_dtype)
-    y = ssd_step_torch(state, x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)
+    s32 = state.float() if state.dtype in _HALF else state  # float32 math, rounded once, as the Triton step
+    y = ssd_step_torch(s32, x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)
+    if s32 is not state:
+        state.copy_(s32)
     return y.to(out_dtype or x.dtype)
 
 

@@ -24,14 +24,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .selective_scan import _last_contiguous
+from .selective_scan import _last_contiguous, row_align
 
 
 @triton.jit
 def _causal_conv1d_kernel(x_ptr, w_ptr, bias_ptr, mask_ptr, y_ptr, T, C, sx_b, sx_t, sy_b, sy_t, sm_b,
                           K: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, SILU: tl.constexpr,
-                          BT: tl.constexpr, BC: tl.constexpr):
+                          BT: tl.constexpr, BC: tl.constexpr, ROW_ALIGN: tl.constexpr):
     pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    sx_b = sx_b * ROW_ALIGN  # strides passed divided by ROW_ALIGN (selective_scan.row_align): rows load 16 B at once
+    sx_t = sx_t * ROW_ALIGN
     t = pid_t * BT + tl.arange(0, BT)
     c = pid_c * BC + tl.arange(0, BC)
     c_ok = c < C
@@ -57,8 +59,9 @@ def _causal_conv1d_kernel(x_ptr, w_ptr, bias_ptr, mask_ptr, y_ptr, T, C, sx_b, s
 @triton.jit
 def _conv_step_kernel(state_ptr, x_ptr, w_ptr, bias_ptr, y_ptr, C, ss_b, ss_c, sx_b, sy_b,
                       K: tl.constexpr, KP: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-                      BC: tl.constexpr):
+                      BC: tl.constexpr, ROW_ALIGN: tl.constexpr):
     pid_c, b = tl.program_id(0), tl.program_id(1)
+    sx_b = sx_b * ROW_ALIGN  # passed divided by ROW_ALIGN (selective_scan.row_align)
     c = pid_c * BC + tl.arange(0, BC)
     c_ok = c < C
     j = tl.arange(0, KP)  # window slot: 0..K-2 the state (oldest first), K-1 the new token
@@ -98,11 +101,12 @@ def causal_conv1d_triton(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
     y = torch.empty(b, T, C, dtype=x.dtype, device=x.device)
     m = mask.to(torch.uint8).contiguous() if mask is not None else None
     grid = (triton.cdiv(T, cfg["BT"]), triton.cdiv(C, cfg["BC"]), b)
+    align = row_align(x.stride(0), x.stride(1))
     _causal_conv1d_kernel[grid](
         x, weight, bias if bias is not None else weight, m if m is not None else x, y, T, C,
-        x.stride(0), x.stride(1), y.stride(0), y.stride(1), m.stride(0) if m is not None else 0,
+        x.stride(0) // align, x.stride(1) // align, y.stride(0), y.stride(1), m.stride(0) if m is not None else 0,
         K=K, HAS_BIAS=bias is not None, HAS_MASK=m is not None, SILU=activation, BT=cfg["BT"], BC=cfg["BC"],
-        num_warps=cfg["num_warps"],
+        ROW_ALIGN=align, num_warps=cfg["num_warps"],
     )
     return y
 
@@ -121,9 +125,10 @@ def conv_step_triton(state: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     weight = weight.contiguous()
     y = torch.empty(b, C, dtype=out_dtype or x.dtype, device=x.device)
     BC = 256
+    align = row_align(x.stride(0))
     _conv_step_kernel[(triton.cdiv(C, BC), b)](
         state, x, weight, bias if bias is not None else weight, y, C, state.stride(0), state.stride(1),
-        x.stride(0), y.stride(0), K=K, KP=triton.next_power_of_2(K), HAS_BIAS=bias is not None,
-        SILU=activation, BC=BC, num_warps=4,
+        x.stride(0) // align, y.stride(0), K=K, KP=triton.next_power_of_2(K), HAS_BIAS=bias is not None,
+        SILU=activation, BC=BC, ROW_ALIGN=align, num_warps=4,
     )
     return y

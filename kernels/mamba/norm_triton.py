@@ -26,13 +26,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .selective_scan import _last_contiguous
+from .selective_scan import _last_contiguous, row_align
 
 
 @triton.jit
 def _gated_rms_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, GS, sy, sz, so, w_group_stride, eps,
-                           HAS_Z: tl.constexpr, NORM_FIRST: tl.constexpr, BLOCK: tl.constexpr):
+                           HAS_Z: tl.constexpr, NORM_FIRST: tl.constexpr, BLOCK: tl.constexpr,
+                           ROW_ALIGN: tl.constexpr):
     row, grp = tl.program_id(0), tl.program_id(1)
+    sy = sy * ROW_ALIGN  # strides passed divided by ROW_ALIGN (selective_scan.row_align): z is a slice of the
+    sz = sz * ROW_ALIGN  # in_proj output, whose rows Triton would otherwise read 2 bytes at a time
     col = tl.arange(0, BLOCK)
     ok = col < GS
     off = grp * GS + col
@@ -87,10 +90,12 @@ def gated_rms_norm_triton(y: torch.Tensor, z: Optional[torch.Tensor], weight: to
     z2 = _rows(z, d) if z is not None else None
     out = torch.empty(y2.shape[0], d, dtype=out_dtype, device=y.device)
     w = weight.contiguous()
+    sz = z2.stride(0) if z2 is not None else 0
+    align = row_align(y2.stride(0), sz)
     _gated_rms_norm_kernel[(y2.shape[0], groups)](
-        y2, z2 if z2 is not None else y2, w, out, gs, y2.stride(0), z2.stride(0) if z2 is not None else 0,
+        y2, z2 if z2 is not None else y2, w, out, gs, y2.stride(0) // align, sz // align,
         out.stride(0), gs if w.numel() == d else 0, eps, HAS_Z=z is not None, NORM_FIRST=norm_first,
-        BLOCK=triton.next_power_of_2(gs), num_warps=4 if gs <= 1024 else 8,
+        BLOCK=triton.next_power_of_2(gs), ROW_ALIGN=align, num_warps=4 if gs <= 1024 else 8,
     )
     return out.view(shape)
 

@@ -124,7 +124,7 @@ def _state_update_kernel(
     mn = offs_n < N
     mdn = md[:, None] & mn[None, :]
     state_off = pid_b * DM * N + offs_d[:, None] * N + offs_n[None, :]
-    h = tl.load(state_ptr + state_off, mask=mdn, other=0.0)
+    h = tl.load(state_ptr + state_off, mask=mdn, other=0.0).to(tl.float32)  # a 16-bit state: float32 math
     a2 = tl.load(a_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mdn, other=0.0).to(tl.float32) * 1.4426950408889634
     x = tl.load(x_ptr + pid_b * s_x + offs_d, mask=md, other=0.0).to(tl.float32)
     dt = tl.load(dt_ptr + pid_b * s_dt + offs_d, mask=md, other=0.0).to(tl.float32)
@@ -134,7 +134,7 @@ def _state_update_kernel(
     bt = tl.load(b_ptr + pid_b * s_b + offs_n, mask=mn, other=0.0).to(tl.float32)
     ct = tl.load(c_ptr + pid_b * s_c + offs_n, mask=mn, other=0.0).to(tl.float32)
     h = h * tl.exp2(delta[:, None] * a2) + (delta * x)[:, None] * bt[None, :]
-    tl.store(state_ptr + state_off, h, mask=mdn)
+    tl.store(state_ptr + state_off, h.to(state_ptr.dtype.element_ty), mask=mdn)
     y = tl.sum(h * ct[None, :], axis=1)
     if HAS_D:
         y = y + tl.load(d_ptr + offs_d, mask=md, other=0.0).to(tl.float32) * x
@@ -146,6 +146,19 @@ def _state_update_kernel(
 
 def _last_contiguous(t):
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def row_align(*strides: int) -> int:
+    """The largest of 8, 4, 2, 1 that divides every row stride (in elements). Kernels that read rows of a strided
+    slice take it as a constexpr ``ROW_ALIGN`` and the strides divided by it, and multiply back inside, so that
+    Triton knows every row offset is a multiple of it: it only specialises integer arguments divisible by 16, and
+    rows of Mamba-2-130M's 3352-wide in_proj output (8 · 419) were read one 16-bit element per instruction
+    (``LDG.E.U16``) instead of 16 bytes (``LDG.E.128``). (``tl.multiple_of`` on the scalar stride did not change
+    the SASS, Triton 3.6.)"""
+    for a in (8, 4, 2):
+        if all(int(s) % a == 0 for s in strides):
+            return a
+    return 1
 
 
 def selective_scan_triton(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=None, initial_state=None,
@@ -188,9 +201,10 @@ def selective_scan_triton(x, dt, A, B, C, D=None, z=None, dt_bias=None, mask=Non
 
 def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, out=None,
                                   block_d: int = 64, num_warps: int = 4):
-    """One decode step: ``state [b, d, n]`` float32 (contiguous) is updated in place; ``x, dt, z: [b, d]``,
+    """One decode step: ``state [b, d, n]`` (contiguous; float32, or 16-bit: float32 math, the new state rounded
+    once on store) is updated in place; ``x, dt, z: [b, d]``,
     ``B, C: [b, n]``. Returns ``y [b, d]`` (dtype of x, or written into ``out``)."""
-    assert state.dtype == torch.float32 and state.is_contiguous()
+    assert state.dtype in (torch.float32, torch.bfloat16, torch.float16) and state.is_contiguous()
     x, dt, z, B, C = (_last_contiguous(t) for t in (x, dt, z, B, C))
     b, d = x.shape
     n = A.shape[-1]

@@ -175,7 +175,7 @@ def _ssd_step_kernel(
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     bi, hi, hi64, gi, offs_p, offs_n, mp, mn, mpn, state_off = _program_tile(H, P, N, REP, BLOCK_P, BLOCK_N)
-    S = tl.load(state_ptr + state_off, mask=mpn, other=0.0)
+    S = tl.load(state_ptr + state_off, mask=mpn, other=0.0).to(tl.float32)  # a 16-bit state: float32 math
     dt = tl.load(dt_ptr + bi * s_dtb + hi64 * s_dth).to(tl.float32)
     if HAS_DTB:
         dt = dt + tl.load(dtb_ptr + hi).to(tl.float32)
@@ -185,8 +185,8 @@ def _ssd_step_kernel(
     bt = tl.load(b_ptr + bi * s_bb + gi * s_bg + offs_n, mask=mn, other=0.0).to(tl.float32)
     ct = tl.load(c_ptr + bi * s_cb + gi * s_cg + offs_n, mask=mn, other=0.0).to(tl.float32)
     S = S * tl.exp2(delta * a2) + (delta * x)[:, None] * bt[None, :]
-    tl.store(state_ptr + state_off, S, mask=mpn)
-    y = tl.sum(S * ct[None, :], axis=1)
+    tl.store(state_ptr + state_off, S.to(state_ptr.dtype.element_ty), mask=mpn)
+    y = tl.sum(S * ct[None, :], axis=1)  # the unrounded state, as mamba_ssm's selective_state_update
     if HAS_D:
         y = y + tl.load(d_ptr + hi).to(tl.float32) * x
     tl.store(y_ptr + bi * s_yb + hi64 * s_yh + offs_p, y.to(y_ptr.dtype.element_ty), mask=mp)
@@ -198,6 +198,7 @@ def interpreting() -> bool:
     return type(_ssd_prefill_kernel).__name__ == "InterpretedFunction"
 
 
+STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # of a decode state
 _IN_DOT = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -345,11 +346,12 @@ def _launch(args, flags, programs, p, bt, block_p, warps, stages, maxnreg=None):
 
 def ssd_step_triton(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_limit=(0.0, float("inf")),
                     out_dtype=None, out=None, block_p: int = 32, num_warps: int = 4):
-    """One Mamba-2 decode token: ``state [b, h, p, n]`` float32 (contiguous) is updated in place; ``x [b, h, p]``,
+    """One Mamba-2 decode token: ``state [b, h, p, n]`` (contiguous; float32, or 16-bit: float32 math, the new
+    state rounded once on store) is updated in place; ``x [b, h, p]``,
     ``dt [b, h]``, ``B, C [b, g, n]``, ``A, D, dt_bias [h]`` (float32, contiguous: no copy is made when they
     already are). Returns ``y [b, h, p]`` (incl. ``D x``) in out_dtype (default x.dtype), or written into
     ``out``. Allocates nothing else and never syncs: CUDA-graph capturable."""
-    assert state.dtype == torch.float32 and state.is_contiguous()
+    assert state.dtype in STATE_DTYPES and state.is_contiguous()
     x, dt, B, C = (_last_contiguous(t) for t in (x, dt, B, C))
     b, h, p, n = state.shape
     g = B.shape[-2]
