@@ -9,7 +9,9 @@ Per family (Mamba-130M, Mamba-2-130M, GLA-1.3B at the published widths) and prom
   only), at a sustained bf16 GEMM rate -- the recurrent mixers' own FLOPs and all memory traffic are left out,
   so this undercounts;
 * decode: per generated token after the first, one read of every bf16 weight (LM head included) plus one
-  read and one write of every fp32 recurrent state, at an HBM rate.
+  read and one write of every recurrent state (GLA's in float32, as fla keeps it; Mamba's and Mamba-2's in the
+  weights' dtype, the adapters' default ``state_dtype="model"`` -- ``--fp32-ssm-state`` counts them in float32),
+  at an HBM rate.
 
 The defaults are the ceilings measured on the H100 (benchmarks/README.md: cuBLAS sustained 675-757 TFLOP/s
 on the adapters' prefill matmuls, copy 3.0 TB/s). Printed with the issue's anchors: the time a 20x speed-up
@@ -37,11 +39,12 @@ ISSUE_ANCHORS = {"mamba": (4.2, 7.4), "mamba2": (None, None), "gla": (None, 7.0)
 class Shapes:
     body_linear: int  # weights of every linear layer but the LM head (FLOPs per token: 2 per weight)
     head: int  # LM head weights
-    state_bytes_per_row: int  # fp32 recurrent states + conv windows, per sequence, all layers
+    state_bytes_per_row: int  # recurrent states + conv windows, per sequence, all layers
 
 
-def shapes(family: str) -> Shapes:
-    """Linear-layer and state sizes at the published widths (``gpu_check_ssm``'s configs)."""
+def shapes(family: str, ssm_state_bytes: int = 2) -> Shapes:
+    """Linear-layer and state sizes at the published widths (``gpu_check_ssm``'s configs); ``ssm_state_bytes``: per
+    value of a Mamba / Mamba-2 SSM state (2: bf16, the adapters' default; 4: ``state_dtype="float32"``)."""
     import gpu_check_ssm as G
     from jrt_eval.model_adapters import gla, mamba, mamba2
 
@@ -58,7 +61,7 @@ def shapes(family: str) -> Shapes:
             ssm, conv_ch = spec.d_inner * spec.d_state, spec.d_inner
         else:
             ssm, conv_ch = spec.nheads * spec.headdim * spec.d_state, spec.conv_dim
-        state = spec.n_layer * (ssm * 4 + conv_ch * (spec.d_conv - 1) * 2)
+        state = spec.n_layer * (ssm * ssm_state_bytes + conv_ch * (spec.d_conv - 1) * 2)
     body = sum(s[0] * s[1] for k, s in sd.items() if len(s) == 2 and k.endswith(".weight") and "layers." in k
                and "norm" not in k)
     head = sd["lm_head.weight"][0] * sd["lm_head.weight"][1]
@@ -79,10 +82,11 @@ def main(argv=None):
     ap.add_argument("--lengths", type=int, nargs="+", default=[950, 1900])
     ap.add_argument("--gemm-tflops", type=float, default=700.0)
     ap.add_argument("--hbm-tbps", type=float, default=3.0)
+    ap.add_argument("--fp32-ssm-state", action="store_true", help="Mamba / Mamba-2 decode states in float32")
     args = ap.parse_args(argv)
     rows = []
     for family in ("mamba", "mamba2", "gla"):
-        sh = shapes(family)
+        sh = shapes(family, 4 if args.fp32_ssm_state else 2)
         for i, L in enumerate(args.lengths):
             pre, dec = floor_seconds(sh, args.batch, L, args.new_tokens, args.gemm_tflops, args.hbm_tbps)
             anchors = ISSUE_ANCHORS[family]

@@ -21,14 +21,17 @@
 #   bash benchmarks/gpu_pending.sh 11  # (669fd7a only) split-bf16 SSD products; a Based readout variant
 #   bash benchmarks/gpu_pending.sh 12  # GLA packed vs separate projections (same run), then GLA-1.3B against
 #                                      # fla's own generate at 1900 tokens (fla autotunes for minutes first)
-#   bash benchmarks/gpu_pending.sh 13  # Mamba-2 and Mamba with state_dtype=model (16-bit decode state) against the
-#                                      # float32 state: speed, greedy agreement with fp32, transformers anchor
+#   bash benchmarks/gpu_pending.sh 13  # Mamba-2 and Mamba with state_dtype=model (16-bit decode state, now the
+#                                      # default) against the float32 state: speed, greedy agreement with fp32,
+#                                      # transformers anchor
 #   bash benchmarks/gpu_pending.sh 14  # 16-byte row loads in the conv / gated norm (row_align): kernels, then
 #                                      # Mamba / Mamba-2 parity, Mamba-2 speed (both state dtypes) and profile
+#   bash benchmarks/gpu_pending.sh 15  # the defaults of the fifth session (16-bit decode state, row_align): Mamba
+#                                      # and Mamba-2 speed against transformers, 3 timed runs each, and profile
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 14}
+part=${1:?part 1 to 15}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -120,8 +123,12 @@ case $part in
     python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only parity_mamba,speed_mamba2,profile --profile mamba2 \
         --skip torch_ssd --deadline 400 2>&1 | tail -60
     ;;
+15)
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only speed_mamba,speed_mamba2,profile --profile mamba2 \
+        --skip torch_ssd --reps 3 --deadline 560 2>&1 | tail -70
+    ;;
 *)
-    echo "part must be 1 to 14" >&2
+    echo "part must be 1 to 15" >&2
     exit 2
     ;;
 esac

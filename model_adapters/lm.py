@@ -10,8 +10,8 @@ family loaders' own options: ``impl`` (mamba/mamba2: ``fast`` | ``hf`` = transfo
 ``kernels`` (mamba, mamba2: ``auto`` (Triton on CUDA, PyTorch on CPU) | ``torch`` | ``triton``; gla: also
 ``fla``), ``cuda_graphs`` (decode steps replayed as CUDA graphs on CUDA: ``true``, the default for every
 family; ``false`` eager, ``static`` for debugging; a failed capture falls back to eager with a warning),
-``state_dtype`` (mamba, mamba2: the decode's SSM state, ``float32`` (default) | ``model`` = the weights' dtype,
-as mamba_ssm's cache).
+``state_dtype`` (mamba, mamba2: the decode's SSM state, ``model`` = the weights' dtype, as mamba_ssm's cache
+(default) | ``float32``).
 
 Generation prefills every prompt once, then decodes greedily from the per-layer recurrent state, one
 token per step for the whole batch; a row leaves the batch as soon as it hits a stop string or EOS.

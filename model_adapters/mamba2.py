@@ -19,9 +19,9 @@ benchmarks/gpu_check_ssm.py). With ``kernels="torch"`` and on CPU: the SSD chunk
 time (``kernels/mamba/scan.py``: peak memory a few ``[b, heads, 256, 256]`` tensors, where transformers'
 fallback broadcasts a ``[b, chunks, 256, 256, heads, head_dim]`` product, ~96 GiB at batch 32 × 1900 tokens).
 LM head on the last position only; decode replayed as a CUDA graph on GPU. ``"hf"`` — transformers' own
-forward/cache. Both kernel paths read x, B, C in the model dtype and keep the state in float32, so a prefill by
-one hands over to a decode by the other; ``state_dtype="model"`` keeps the decode's state in the weights' dtype
-instead (mamba_ssm's cache; float32 math, one rounding per step).
+forward/cache. Both kernel paths read x, B, C in the model dtype and run the state in float32, so a prefill by
+one hands over to a decode by the other. Between decode steps the state is kept in the weights' dtype, as
+mamba_ssm's cache (float32 math, one rounding per step; ``state_dtype="float32"`` keeps it in float32).
 Padding: pads are zeroed before the conv and get Δ = 0 (no decay, no input): left padding is exact.
 """
 from __future__ import annotations
@@ -257,9 +257,9 @@ def build_model(spec: Mamba2Spec, config: Optional[dict] = None, device=None, **
 
 def load_model(pretrained: str, *, device="cpu", dtype: torch.dtype = torch.float32, impl: str = "fast",
                kernels: str = "auto", cuda_graphs: bool = True, max_length: int = 2048,
-               state_dtype: str = "float32") -> Mamba2LM:
+               state_dtype: str = "model") -> Mamba2LM:
     """Load a Mamba-2 checkpoint (hub id or folder; mamba_ssm or transformers format), strictly.
-    ``state_dtype``: the decode's SSM state, "float32" or "model" (the weights' dtype, as mamba_ssm)."""
+    ``state_dtype``: the decode's SSM state, "model" (the weights' dtype, as mamba_ssm) or "float32"."""
     folder = checkpoint_dir(pretrained)
     config = read_config(folder)
     spec = parse_config(config, f"{folder}/config.json")

@@ -60,5 +60,6 @@ def test_floors_count_the_published_shapes():
     assert sh.state_bytes_per_row == 24 * 4 * 256 * 512 * 4
     pre, dec = floors.floor_seconds(sh, 32, 1900, 48, 700.0, 3.0)
     assert 0.20 < pre < 0.23 and 0.08 < dec < 0.10
-    m2 = floors.shapes("mamba2")
-    assert m2.state_bytes_per_row == 24 * (24 * 64 * 128 * 4 + 1792 * 3 * 2)
+    m2 = floors.shapes("mamba2")  # the SSM state in bf16 (the default state_dtype="model"), or float32
+    assert m2.state_bytes_per_row == 24 * (24 * 64 * 128 * 2 + 1792 * 3 * 2)
+    assert floors.shapes("mamba2", 4).state_bytes_per_row == 24 * (24 * 64 * 128 * 4 + 1792 * 3 * 2)

@@ -172,5 +172,5 @@ def test_family_loader_options_pass_through(tmp_path_factory, caplog):
     assert "ignoring unknown model args ['flavour']" in caplog.text
     assert fast.generate_until(gen_requests(PROMPTS[:2]), disable_tqdm=True) == \
         hf.generate_until(gen_requests(PROMPTS[:2]), disable_tqdm=True)
-    half = _family_class("mamba")(pretrained=path, device="cpu", batch_size=2, dtype="bfloat16", state_dtype="model")
-    assert half.model.state_dtype == "model" and fast.model.state_dtype == "float32"
+    f32 = _family_class("mamba")(pretrained=path, device="cpu", batch_size=2, state_dtype="float32")
+    assert f32.model.state_dtype == "float32" and fast.model.state_dtype == "model"

@@ -370,17 +370,19 @@ def test_static_decode_buffers_follow_select_and_interleaving(ckpt, model):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_state_dtype_model(ckpt, model, dtype):
-    """``state_dtype="model"``: the decode state in the weights' dtype (mamba_ssm's cache), stepped in float32."""
-    ref = model if dtype == torch.float32 else mamba.load_model(str(ckpt), dtype=dtype)
-    m = mamba.load_model(str(ckpt), dtype=dtype, state_dtype="model")
+def test_state_dtype(ckpt, model, dtype):
+    """The decode state in the weights' dtype (the default: mamba_ssm's cache, stepped in float32 and rounded once
+    per token) against ``state_dtype="float32"``; the prefill is the same either way."""
+    m = model if dtype == torch.float32 else mamba.load_model(str(ckpt), dtype=dtype)
+    f32 = mamba.load_model(str(ckpt), dtype=dtype, state_dtype="float32")
+    assert m.state_dtype == "model" and f32.state_dtype == "float32"
     ids = ids_of(60, 2, 20)
     last, cache = m.prefill(ids[:, :14])
-    last_r, cache_r = ref.prefill(ids[:, :14])
-    assert cache.layers[0]["ssm"].dtype == dtype and cache_r.layers[0]["ssm"].dtype == torch.float32
-    assert torch.equal(last, last_r)  # the prefill itself is unchanged
+    last_f, cache_f = f32.prefill(ids[:, :14])
+    assert cache.layers[0]["ssm"].dtype == dtype and cache_f.layers[0]["ssm"].dtype == torch.float32
+    assert torch.equal(last, last_f)
     for j in range(14, 20):
-        got, want = m.step(ids[:, j], cache), ref.step(ids[:, j], cache_r)
+        got, want = m.step(ids[:, j], cache), f32.step(ids[:, j], cache_f)
         if dtype == torch.float32:
             assert torch.equal(got, want)
         else:
