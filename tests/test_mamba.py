@@ -369,12 +369,15 @@ def test_static_decode_buffers_follow_select_and_interleaving(ckpt, model):
     assert out.tokens == greedy_generate(model, a_ids, None, 6).tokens
 
 
+@pytest.mark.parametrize("family", ["mamba", "mamba2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_state_dtype(ckpt, model, dtype):
-    """The decode state in the weights' dtype (the default: mamba_ssm's cache, stepped in float32 and rounded once
-    per token) against ``state_dtype="float32"``; the prefill is the same either way."""
-    m = model if dtype == torch.float32 else mamba.load_model(str(ckpt), dtype=dtype)
-    f32 = mamba.load_model(str(ckpt), dtype=dtype, state_dtype="float32")
+def test_state_dtype(tmp_path_factory, family, dtype):
+    """Both Mamba families: the decode state in the weights' dtype (the default: mamba_ssm's cache, stepped in
+    float32 and rounded once per token) against ``state_dtype="float32"``; the prefill is the same either way."""
+    mod = {"mamba": mamba, "mamba2": mamba2}[family]
+    folder = str(mod.write_tiny_checkpoint(tmp_path_factory.mktemp(family) / "ss", seed=0))
+    m = mod.load_model(folder, dtype=dtype)
+    f32 = mod.load_model(folder, dtype=dtype, state_dtype="float32")
     assert m.state_dtype == "model" and f32.state_dtype == "float32"
     ids = ids_of(60, 2, 20)
     last, cache = m.prefill(ids[:, :14])
@@ -388,4 +391,4 @@ def test_state_dtype(ckpt, model, dtype):
         else:
             assert 0 < rel(got, want) < 2e-2
     with pytest.raises(ValueError, match="state_dtype"):
-        mamba.load_model(str(ckpt), state_dtype="int8")
+        mod.load_model(folder, state_dtype="int8")

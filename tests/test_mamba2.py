@@ -254,24 +254,3 @@ def test_half_precision(ckpt, model):
     ids = ids_of(50, 2, 20)
     assert rel(m(ids), model(ids)) < 5e-2
 
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_state_dtype(ckpt, model, dtype):
-    """The decode state in the weights' dtype (the default: mamba_ssm's cache, stepped in float32 and rounded once
-    per token) against ``state_dtype="float32"``; the prefill is the same either way."""
-    m = model if dtype == torch.float32 else mamba2.load_model(str(ckpt), dtype=dtype)
-    f32 = mamba2.load_model(str(ckpt), dtype=dtype, state_dtype="float32")
-    assert m.state_dtype == "model" and f32.state_dtype == "float32"
-    ids = ids_of(60, 2, 20)
-    last, cache = m.prefill(ids[:, :14])
-    last_f, cache_f = f32.prefill(ids[:, :14])
-    assert cache.layers[0]["ssm"].dtype == dtype and cache_f.layers[0]["ssm"].dtype == torch.float32
-    assert torch.equal(last, last_f)
-    for j in range(14, 20):
-        got, want = m.step(ids[:, j], cache), f32.step(ids[:, j], cache_f)
-        if dtype == torch.float32:
-            assert torch.equal(got, want)
-        else:
-            assert 0 < rel(got, want) < 2e-2
-    with pytest.raises(ValueError, match="state_dtype"):
-        mamba2.load_model(str(ckpt), state_dtype="int8")
