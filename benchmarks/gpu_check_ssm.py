@@ -255,6 +255,17 @@ def check_kernels(dev, smoke):
 
         record("kernel.ssd_triton.step_vs_torch_step", worst_torch, "same float32 state and inputs")
         record("kernel.ssd_triton.step_vs_torch_step.state", diff(st_a, st_b))
+        for dt16 in (torch.bfloat16, torch.float16):  # a 16-bit state (state_dtype="model"): one rounding per step
+            s16 = s_ref.to(dt16)
+            s32 = s16.float()
+            args = (xk[:, 0], dtk[:, 0], As, Bk[:, 0], Ck[:, 0])
+            y16 = ssd_step(s16, *args, D=Ds, dt_bias=dbs, backend=backend, out_dtype=torch.float32)
+            y32 = S.ssd_step_torch(s32, *args, D=Ds, dt_bias=dbs)
+            ulps = ((s16.double() - s32.double()).abs() / s32.double().abs().clamp_min(1e-3)).max() / torch.finfo(dt16).eps
+            name = str(dt16)[6:]
+            record(f"kernel.ssd_triton.step_{name}_state", diff(y16, y32), "vs the PyTorch step on the same upcast state")
+            record(f"kernel.ssd_triton.step_{name}_state.ulps", round(float(ulps), 3),
+                   "new state vs the float32 step, in eps of its dtype (round to nearest: <= 0.5)")
         y_t, s_t = ssd_triton.ssd_prefill_triton(xs, dts, As, Bs, Cs, D=Ds, dt_bias=dbs, mask=m2,
                                                  out_dtype=torch.float32)
         record("kernel.ssd_triton.fp32", diff(y_t, y_ref), f"[{b2},{T2},{H},{P},{N}] vs sequential float64")
