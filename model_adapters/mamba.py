@@ -336,15 +336,15 @@ def cast_model(model: MambaBackboneLM, device, dtype: torch.dtype) -> MambaBackb
     return model
 
 
-STATE_DTYPES = ("float32", "model")
+STATE_DTYPE_OPTIONS = ("float32", "model")  # see MambaBackboneLM._decode_state
 
 
 def load_weights(model: MambaBackboneLM, sd: dict, where: str, device="cpu", dtype: torch.dtype = torch.float32,
                  cuda_graphs: bool = True, max_length: int = 2048, state_dtype: str = "model") -> MambaBackboneLM:
     """Strictly load mamba_ssm / transformers weights into a model built on the meta device, then place it."""
     state_dtype = {"fp32": "float32", "float": "float32"}.get(str(state_dtype), str(state_dtype))
-    if state_dtype not in STATE_DTYPES:
-        raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {state_dtype!r}")
+    if state_dtype not in STATE_DTYPE_OPTIONS:
+        raise ValueError(f"state_dtype must be one of {STATE_DTYPE_OPTIONS}, got {state_dtype!r}")
     sd = mamba_ssm_to_hf_keys(sd, model.spec.tie, where, strip=getattr(model.spec, "hazy", False))
     check_state_dict({k: tuple(v.shape) for k, v in model.hf.state_dict().items()}, sd, where)
     model.hf.load_state_dict(sd, strict=True, assign=True)

@@ -23,15 +23,13 @@ import torch
 
 from .scan import (
     causal_conv1d_torch, conv_step_torch, conv_tail, gated_rms_norm_torch, gla_chunked, selective_scan_torch,
-    silu_mul_torch, ssd_chunked, ssd_step_torch,
+    selective_state_update_torch, silu_mul_torch, ssd_chunked, ssd_step_torch,
 )
 
 __all__ = ["add_rms_norm", "causal_conv1d", "conv_step", "conv_tail", "fla_usable", "gated_rms_norm", "gla_chunked",
            "gla_prefill", "gla_step", "selective_scan_fn", "selective_state_update", "silu_mul", "ssd_chunked",
            "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
 
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,21 +142,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
         from .selective_scan import selective_state_update_triton
 
         return selective_state_update_triton(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias)
-    if state.dtype in _HALF:  # float32 math, the new state rounded once (the Triton kernel's contract)
-        s32 = state.float()
-        y = selective_state_update(s32, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, backend="torch")
-        state.copy_(s32)
-        return y
-    wd = state.dtype
-    delta = torch.nn.functional.softplus(dt.to(wd) + (dt_bias.to(wd) if dt_bias is not None else 0.0))
-    xf = x.to(wd)
-    state.mul_(torch.exp(delta[:, :, None] * A)).add_((delta * xf)[:, :, None] * B.to(wd)[:, None, :])
-    y = (state @ C.to(wd)[:, :, None]).squeeze(-1)
-    if D is not None:
-        y = y + D * xf
-    if z is not None:
-        y = y * torch.nn.functional.silu(z.to(wd))
-    return y.to(x.dtype)
+    return selective_state_update_torch(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias)
 
 
 def ssd_prefill(x, dt, A, B, C, chunk_size: int = 256, D=None, dt_bias=None, dt_softplus=True,
@@ -186,10 +170,7 @@ def ssd_step(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_l
 
         return ssd_step_triton(state, x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
                                dt_limit=dt_limit, out_dtype=out_dtype)
-    s32 = state.float() if state.dtype in _HALF else state  # float32 math, rounded once, as the Triton step
-    y = ssd_step_torch(s32, x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)
-    if s32 is not state:
-        state.copy_(s32)
+    y = ssd_step_torch(state, x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)
     return y.to(out_dtype or x.dtype)
 
 

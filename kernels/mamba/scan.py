@@ -10,7 +10,9 @@
   inside a chunk, state passing between chunks). Peak memory is a few ``[b, h, L, L]`` tensors for one
   chunk, not the ``[b, chunks, L, L, h, p]`` broadcast that makes transformers' fallback allocate ~96 GiB
   at batch 32.
-* :func:`ssd_step_torch` — one Mamba-2 decode token on the state, in place (the step of the same recurrence).
+* :func:`selective_state_update_torch`, :func:`ssd_step_torch` — one Mamba-1 / Mamba-2 decode token on the state,
+  in place (the step of the same recurrence); a 16-bit state is stepped in float32 and rounded once, as the Triton
+  steps do (the adapters' default ``state_dtype="model"``, mamba_ssm's cache).
 * :func:`gla_chunked` — GLA in chunks with pairwise decays ``exp(b_l - b_s)`` (all ≤ 1, so no overflow
   for strongly decaying gates), state passing between chunks.
 
@@ -26,6 +28,12 @@ import torch.nn.functional as F
 
 def _wd(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _working_state(state: torch.Tensor) -> torch.Tensor:
+    """A decode state in its working dtype: itself when float32 / float64, else a float32 copy, which the step
+    writes back once (so a 16-bit state is rounded once per token)."""
+    return state if state.dtype == _wd(state) else state.to(_wd(state))
 
 
 def causal_conv1d_torch(x, weight, bias=None, activation: bool = True, mask=None):
@@ -177,11 +185,31 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int = 256, D=None, dt_bias=None, dt_
     return y, S
 
 
+def selective_state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None):
+    """One Mamba-1 decode token: ``state [b, d, n]`` is updated in place; ``x, dt, z [b, d]``, ``B, C [b, n]``.
+    Returns ``y [b, d]`` in x's dtype."""
+    work = _working_state(state)
+    wd = work.dtype
+    delta = F.softplus(dt.to(wd) + (dt_bias.to(wd) if dt_bias is not None else 0.0))
+    xf = x.to(wd)
+    work.mul_(torch.exp(delta[:, :, None] * A)).add_((delta * xf)[:, :, None] * B.to(wd)[:, None, :])
+    if work is not state:
+        state.copy_(work)
+    y = (work @ C.to(wd)[:, :, None]).squeeze(-1)
+    if D is not None:
+        y = y + D * xf
+    if z is not None:
+        y = y * F.silu(z.to(wd))
+    return y.to(x.dtype)
+
+
 def ssd_step_torch(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_limit=(0.0, float("inf"))):
     """One Mamba-2 decode token: ``state [b, h, p, n]`` (contiguous) is updated in place; ``x [b, h, p]``,
-    ``dt [b, h]``, ``B, C [b, g, n]``. Returns ``y [b, h, p]`` (incl. ``D x``) in the state's dtype.
-    The discretisation is :func:`ssd_chunked`'s, so a prefill hands over to this step exactly."""
-    wd = state.dtype
+    ``dt [b, h]``, ``B, C [b, g, n]``. Returns ``y [b, h, p]`` (incl. ``D x``) in the working dtype (float64 for a
+    float64 state, else float32). The discretisation is :func:`ssd_chunked`'s, so a prefill hands over to this
+    step exactly."""
+    work = _working_state(state)
+    wd = work.dtype
     b, h, p, n = state.shape
     g = B.shape[-2]
     delta = dt.to(wd) + (dt_bias.to(wd) if dt_bias is not None else 0.0)
@@ -190,9 +218,11 @@ def ssd_step_torch(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True
     if tuple(dt_limit) != (0.0, float("inf")):
         delta = delta.clamp(dt_limit[0], dt_limit[1])
     xf = x.to(wd)
-    S = state.view(b, g, h // g, p, n)
+    S = work.view(b, g, h // g, p, n)
     S.mul_(torch.exp(delta * A.to(wd)).view(b, g, h // g, 1, 1))
     S.add_((delta[..., None] * xf).view(b, g, h // g, p, 1) * B.to(wd).view(b, g, 1, 1, n))
+    if work is not state:
+        state.copy_(work)
     y = (S @ C.to(wd).view(b, g, 1, n, 1)).view(b, h, p)
     if D is not None:
         y = y + D.to(wd)[:, None] * xf

@@ -144,6 +144,9 @@ def _state_update_kernel(
     tl.store(y_ptr + pid_b * s_y + offs_d, y.to(y_ptr.dtype.element_ty), mask=md)
 
 
+STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # of a decode state (16-bit: float32 math)
+
+
 def _last_contiguous(t):
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
@@ -204,7 +207,7 @@ def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias
     """One decode step: ``state [b, d, n]`` (contiguous; float32, or 16-bit: float32 math, the new state rounded
     once on store) is updated in place; ``x, dt, z: [b, d]``,
     ``B, C: [b, n]``. Returns ``y [b, d]`` (dtype of x, or written into ``out``)."""
-    assert state.dtype in (torch.float32, torch.bfloat16, torch.float16) and state.is_contiguous()
+    assert state.dtype in STATE_DTYPES and state.is_contiguous()
     x, dt, z, B, C = (_last_contiguous(t) for t in (x, dt, z, B, C))
     b, d = x.shape
     n = A.shape[-1]

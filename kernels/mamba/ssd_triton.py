@@ -59,7 +59,7 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from .selective_scan import _last_contiguous, _softplus
+from .selective_scan import STATE_DTYPES, _last_contiguous, _softplus
 
 _LOG2E = 1.4426950408889634
 
@@ -198,7 +198,6 @@ def interpreting() -> bool:
     return type(_ssd_prefill_kernel).__name__ == "InterpretedFunction"
 
 
-STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # of a decode state
 _IN_DOT = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
