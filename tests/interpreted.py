@@ -37,6 +37,23 @@ def rel_max_err(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
+def rounding_ulps(stored, exact) -> float:
+    """Largest error of a 16-bit ``stored`` state against the float32 / float64 value it rounds, relative to that
+    value (floored at 1e-3) and in units of the 16-bit dtype's eps: at most 0.5 when rounded to nearest."""
+    import torch
+
+    stored_d, exact_d = stored.double(), exact.double()
+    rel = ((stored_d - exact_d).abs() / exact_d.abs().clamp_min(1e-3)).max()
+    return float(rel / torch.finfo(stored.dtype).eps)
+
+
+def ulps_limit(key: str) -> float:
+    """The bound :func:`rounding_ulps` must meet for a result named ``key``: half a unit for round-to-nearest
+    (the GPU; fp16 in the interpreter), one for bf16 under Triton's interpreter, which converts float32 to
+    bfloat16 by truncation (checked on triton 3.6: 1 + 2^-8 + 2^-12 stores as 1.0)."""
+    return 1.01 if "bf16" in key else 0.51
+
+
 def greedy_decode_errors(ref, test, ids, mask, steps: int, err=rel_max_err) -> tuple:
     """Prefill both models, then step both ``steps`` times on the reference's greedy tokens:
     ``(error of the prefill logits, worst error of the step logits)``."""

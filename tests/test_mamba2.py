@@ -253,4 +253,3 @@ def test_half_precision(ckpt, model):
     assert mixer.A_log.dtype == mixer.D.dtype == mixer.dt_bias.dtype == torch.float32
     ids = ids_of(50, 2, 20)
     assert rel(m(ids), model(ids)) < 5e-2
-
