@@ -9,9 +9,8 @@ timed per variant; the separate-matmul variant is the same model with its packin
 code of before the packing (five + two matmuls, PyTorch's SiLU and product). Prints ms per step and the
 greedy-token agreement of the two variants.
 
-First run (H100, 2026-11-23, commit of this script): packed 3.21 ms per step; the separate variant then still
-concatenated the gate / up outputs (an extra copy, since removed) and ran 5.58 ms, so that ratio is not the gain;
-the profile of the code before the packing (same day) gave ~3.44 ms per step. To be rerun.
+H100, 2026-11-23 (``gpu_pending.sh 12``, results/gpu/gla_decode_pack_h100.txt): packed 3.153 ms per step, separate
+3.696 (1.17x). (A first run, whose separate variant still concatenated the gate / up outputs, had timed 5.58 ms.)
 """
 from __future__ import annotations
 
@@ -58,8 +57,7 @@ def main(argv=None):
             sync()
             times.append(time.perf_counter() - t)
         res[name] = ((times[1] - times[0]) / steps * 1e3, out.tokens)
-        # how the steps ran: graphs held (the first run's 5.58 ms "separate" figure is unexplained; this says
-        # whether its steps were replayed from a graph)
+        # "graphs held" says whether the steps were replayed from a CUDA graph
         print(f"{name:9s} decode {res[name][0]:.3f} ms/step (batch {batch}, {next(model.parameters()).dtype}, "
               f"{'toy' if args.smoke else 'GLA-1.3B'} widths, cuda_graphs={model.cuda_graphs}, "
               f"graphs held {len(model._graphs)})", flush=True)

@@ -339,12 +339,14 @@ def check_fla_kernels(dev, smoke):
 
 
 # ===================================================================================== 2. parity
-def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0, kernels="auto", state_dtype="model"):
+def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0, kernels="auto", **load_opts):
+    """Random weights of ``cfg``'s widths through the adapters' loader (``load_opts``: load_weights', e.g.
+    state_dtype)."""
     mod = {"mamba": mamba, "mamba2": mamba2}[family]
     spec = mod.parse_config(cfg)
     model = mod.build_model(spec, cfg, device="meta", impl=impl, kernels=kernels)
     weights = (mamba.random_mamba_weights if family == "mamba" else mamba2.random_mamba2_weights)(spec, seed, dev)
-    return mamba.load_weights(model, weights, f"random {family}", dev, dtype, state_dtype=state_dtype)
+    return mamba.load_weights(model, weights, f"random {family}", dev, dtype, **load_opts)
 
 
 def _gla_model(cfg, dev, dtype, seed=0, kernels="auto"):
@@ -625,8 +627,7 @@ def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
 @section("speed_mamba")
 def check_speed_mamba(dev, smoke, anchors, reps):
     cfg, vocab = family_config("mamba", smoke)
-    speed_family("mamba", cfg, vocab, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16],
-                 torch_ssd=False)
+    speed_family("mamba", cfg, vocab, dev, smoke, anchors, reps, (950, 1900, 40), [torch.bfloat16, torch.float16])
 
 
 @section("speed_mamba2")
