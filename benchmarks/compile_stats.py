@@ -45,7 +45,7 @@ def main(argv=None):
         if args.config is not None and case in ENV:
             os.environ[ENV[case]] = args.config
         for name in args.dtype:
-            for launch in aot.launches_of(case, getattr(torch, name)):
+            for launch in aot.launches_of(case, getattr(torch, name), args.arch):
                 print(json.dumps({"case": case, "dtype": name, "sm": args.arch, **aot.compile_launch(launch, args.arch)}))
 
 

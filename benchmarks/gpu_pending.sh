@@ -28,10 +28,15 @@
 #                                      # Mamba / Mamba-2 parity, Mamba-2 speed (both state dtypes) and profile
 #   bash benchmarks/gpu_pending.sh 15  # the defaults of the fifth session (16-bit decode state, row_align): Mamba
 #                                      # and Mamba-2 speed against transformers, 3 timed runs each, and profile
+#   bash benchmarks/gpu_pending.sh 16  # Nsight Compute stall profile of the Based prefill and its state-only pass
+#                                      # (sixth session; benchmarks/ncu_based.py, ncu_stalls.py)
+#   bash benchmarks/gpu_pending.sh 17  # TMA tiles for the Based prefill / state pass: tune, headline, stall profile
+#   bash benchmarks/gpu_pending.sh 18  # TMA defaults: GPU kernel tests, headline vs FA2 / cuDNN / fla, hazy families
+#   bash benchmarks/gpu_pending.sh 19  # TMA defaults: the prefill sweep (N 2048-32768, B 1-64)
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 15}
+part=${1:?part 1 to 19}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -127,8 +132,61 @@ case $part in
     python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only speed_mamba,speed_mamba2,profile --profile mamba2 \
         --skip torch_ssd --reps 3 --deadline 560 2>&1 | tail -70
     ;;
+16)
+    # Nsight Compute on the Based prefill (JRT-Prompt headline launch) and the state-only pass (JRT-RNN encoder):
+    # details page and per-instruction stall samples (reports stay in /tmp: $OUT keeps the text)
+    for what in prefill state; do
+        ncu --clock-control none -k regex:_based_chunk_kernel --launch-skip 1 --launch-count 1 --set full \
+            -f -o "/tmp/ncu_$what" python3 benchmarks/ncu_based.py --what "$what" 2>&1 | tail -4
+        ncu --import "/tmp/ncu_$what.ncu-rep" --page details > "$out/ncu_${what}_details.txt" 2>&1
+        ncu --import "/tmp/ncu_$what.ncu-rep" --page source --csv --print-source sass > "$out/ncu_${what}_sass.csv" 2>&1
+        python3 benchmarks/ncu_stalls.py "$out/ncu_${what}_sass.csv" > "$out/ncu_${what}_stalls.txt" 2>&1
+        grep -E "Duration|Registers|Achieved Occupancy|Issue Slots Busy|Executed Ipc A|Compute \(SM\) Throughput|Memory Throughput|L1/TEX Hit|Warp Cycles Per Issued" \
+            "$out/ncu_${what}_details.txt" | head -20
+        head -60 "$out/ncu_${what}_stalls.txt"
+    done
+    ;;
+17)
+    # tensor-memory-accelerator tiles (config key "tma") for the Based prefill and its state-only pass: tile tune,
+    # the headline against FA2 with TMA on, and the stall profile of the TMA prefill
+    python3 benchmarks/prefill.py --tune --N 32768 --B 16 --configs '[
+        {"BT": 64, "num_warps": 4, "num_stages": 2, "BLOCK_DV": 64, "kt": true, "sel16": true},
+        {"BT": 64, "num_warps": 4, "num_stages": 2, "BLOCK_DV": 64, "kt": true, "sel16": true, "tma": true},
+        {"BT": 64, "num_warps": 4, "num_stages": 3, "BLOCK_DV": 64, "kt": true, "sel16": true, "tma": true},
+        {"BT": 64, "num_warps": 4, "num_stages": 1, "BLOCK_DV": 64, "kt": true, "sel16": true, "tma": true},
+        {"BT": 64, "num_warps": 4, "num_stages": 2, "BLOCK_DV": 64, "kt": true, "sel16": true, "tma": "loads"},
+        {"BT": 64, "num_warps": 4, "num_stages": 3, "BLOCK_DV": 64, "kt": true, "sel16": true, "tma": "loads"}]' \
+        2>&1 | tee "$out/tune_tma.txt"
+    python3 benchmarks/prefill.py --tune-state --N 32768 --B 16 --configs '[
+        {"BT": 128, "num_warps": 4, "num_stages": 2, "BLOCK_DV": 64, "kt": true, "sel16": true},
+        {"BT": 128, "num_warps": 4, "num_stages": 2, "BLOCK_DV": 64, "kt": true, "sel16": true, "tma": true},
+        {"BT": 128, "num_warps": 4, "num_stages": 3, "BLOCK_DV": 64, "kt": true, "sel16": true, "tma": true},
+        {"BT": 64, "num_warps": 4, "num_stages": 3, "BLOCK_DV": 64, "kt": true, "sel16": true, "tma": true}]' \
+        2>&1 | tee "$out/tune_state_tma.txt"
+    JRT_EVAL_BASED_CONFIG='{"tma": true}' JRT_EVAL_BASED_STATE_CONFIG='{"tma": true}' python3 benchmarks/prefill.py \
+        --N 32768 --B 16 --impls ours_based@2N ours_pla@N fa2@N --out "$out/bench_prefill_tma.csv" 2>&1 | tail -12
+    JRT_EVAL_BASED_CONFIG='{"tma": true}' ncu --clock-control none -k regex:_based_chunk_kernel --launch-skip 1 \
+        --launch-count 1 --set full -f -o /tmp/ncu_tma python3 benchmarks/ncu_based.py --what prefill 2>&1 | tail -2
+    ncu --import /tmp/ncu_tma.ncu-rep --page source --csv --print-source sass > /tmp/ncu_tma_sass.csv 2>&1
+    python3 benchmarks/ncu_stalls.py /tmp/ncu_tma_sass.csv --top 25 > "$out/ncu_tma_stalls.txt" 2>&1
+    ncu --import /tmp/ncu_tma.ncu-rep --page details 2>&1 | grep -E "Duration|Issue Slots Busy|Registers Per|Local Memory Spilling Requests " 
+    sed -n 2,60p "$out/ncu_tma_stalls.txt"
+    ;;
+18)
+    # the TMA defaults (sixth session): kernel tests on the GPU, the headline against FA2 / cuDNN / fla, the hazy
+    # families' parity and speed (their prefill runs these kernels)
+    python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -6 | tee "$out/pytest.txt"
+    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
+        fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -12
+    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --deadline 240 2>&1 | tail -40
+    ;;
+19)
+    # the prefill sweep with the TMA defaults: N 2048 / 8192 / 32768 x B 1 / 4 / 16 / 64
+    python3 benchmarks/prefill.py --N 2048 8192 32768 --B 1 4 16 64 --impls ours_based@2N ours_pla@N fa2@N \
+        fla_fused_chunk@2N --out "$out/bench_prefill.csv" 2>&1 | tail -24
+    ;;
 *)
-    echo "part must be 1 to 15" >&2
+    echo "part must be 1 to 19" >&2
     exit 2
     ;;
 esac

@@ -41,11 +41,21 @@ class Launch:
         return self.kernel.fn.__name__
 
 
+_CAPTURE_ARCH = None  # the target of the launches being captured (host code asks: see capture_arch)
+
+
+def capture_arch():
+    """While :func:`capture_launches` runs, the compute capability x10 it captures for (host code that picks a
+    code path by GPU generation, e.g. TMA from sm_90, picks the target's instead of the CPU tensors'); else None."""
+    return _CAPTURE_ARCH
+
+
 @contextmanager
-def capture_launches():
+def capture_launches(arch: int = 90):
     """Within the block, ``kernel[grid](...)`` records a :class:`Launch` and returns None (nothing runs)."""
     from triton.runtime.jit import JITFunction
 
+    global _CAPTURE_ARCH
     calls: list = []
     orig = JITFunction.run
 
@@ -54,10 +64,12 @@ def capture_launches():
         return None
 
     JITFunction.run = record
+    _CAPTURE_ARCH = arch
     try:
         yield calls
     finally:
         JITFunction.run = orig
+        _CAPTURE_ARCH = None
 
 
 def _arg_type(value) -> str:
@@ -153,6 +165,9 @@ def compile_launch(launch: Launch, arch: int = 90, sass: bool = True) -> dict:
             # global-load widths: 16-byte vector loads vs one 16-bit element per instruction
             out["ldg_128"] = len(re.findall(r"\bLDG\.E(?:\.[A-Z_]+)*\.128\b", text))
             out["ldg_u16"] = len(re.findall(r"\bLDG\.E(?:\.[A-Z_]+)*\.U16\b", text))
+            # tensor-memory-accelerator copies (Hopper): tile loads / stores issued by one thread
+            out["utmaldg"] = len(re.findall(r"\bUTMALDG\b", text))
+            out["utmastg"] = len(re.findall(r"\bUTMASTG\b", text))
     return out
 
 
@@ -278,8 +293,8 @@ def _cases() -> dict:
 CASES = _cases()
 
 
-def launches_of(case: str, dtype: torch.dtype = torch.bfloat16) -> list:
-    """The kernel launches one case makes (nothing runs)."""
-    with capture_launches() as calls:
+def launches_of(case: str, dtype: torch.dtype = torch.bfloat16, arch: int = 90) -> list:
+    """The kernel launches one case makes for ``sm_<arch>`` (nothing runs)."""
+    with capture_launches(arch) as calls:
         CASES[case](dtype)
     return calls

@@ -151,6 +151,44 @@ def test_state_pass_with_sparse_mask():
 
 
 @here
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tma_tiles_equal_pointer_tiles(dtype):
+    """TMA tiles (rows past T read as zeros, stores clipped at T) give the pointer loads' results exactly: prefill
+    with segments, a mask, an initial state and a length that is no multiple of the chunk; the state pass."""
+    B, T, H, dv = 2, 107, 2, 48  # dv 48 in a 64-wide block: TMA clips the columns too
+    q, k, v = make(B, T, H, dv, dtype, seed=21)
+    km = make_mask("left", B, T, seed=21)
+    g = torch.Generator().manual_seed(3)
+    s0 = R.state_from_keys(torch.randn(B, 5, H, 16, generator=g, dtype=F64), torch.randn(B, 5, H, dv, generator=g, dtype=F64))
+    st = BasedState(s0.S.float().to(DEVICE), s0.z.float().to(DEVICE))
+    runs = {}
+    for tma in (False, True, "loads"):
+        cfg = {"BT": 32, "tma": tma}
+        o, fin = triton_prefill.based_prefill_triton(q, k, v, key_mask=km, initial_state=st, output_final_state=True,
+                                                     n_seg=2, config=cfg)
+        enc = triton_prefill.state_from_keys_triton(k, v, km, config=cfg)
+        runs[tma] = (o, fin.S, fin.z, enc.S, enc.z)
+    for tma in (True, "loads"):
+        for a, b in zip(runs[tma], runs[False]):
+            assert torch.equal(a, b)
+    want = R.based_attention_chunked(ref64(q), ref64(k), ref64(v), key_mask=km.cpu(),
+                                     initial_state=BasedState(s0.S, s0.z))[0]
+    assert rel(runs[True][0], want) < TOL[dtype]
+
+
+def test_key_range_of_masks():
+    """The state pass visits [first key, last key + 1) of each row; a row without keys visits nothing."""
+    from jrt_eval.kernels.based.triton_prefill import key_range
+
+    m = torch.zeros(4, 10, dtype=torch.bool)
+    m[0, 3:7] = True  # a prefix after left padding
+    m[1, [1, 8]] = True  # a hole in between
+    m[3] = True
+    assert key_range(m.view(torch.uint8)).tolist() == [[3, 7], [1, 9], [0, 0], [0, 10]]
+    assert key_range(m).dtype == torch.int32
+
+
+@here
 def test_state_pass_config_from_environment(monkeypatch):
     """JRT_EVAL_BASED_STATE_CONFIG sets the state-only pass's tiles (tuning runs); the result does not change."""
     B, T, H, dv = 1, 100, 2, 32

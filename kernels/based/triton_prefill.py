@@ -159,7 +159,7 @@ def _update(kd, vd, m, SA, SX, zA, zX, selPA, selQA, wA, selPX, selQX, bPX, bQX,
 
 @triton.jit
 def _based_chunk_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, m_ptr,
+    q_ptr, k_ptr, v_ptr, o_ptr, m_ptr, rng_ptr,
     si_ptr, zi_ptr, so_ptr, zo_ptr,
     T, seg_len, H,
     sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh, smb, smt,
@@ -168,9 +168,10 @@ def _based_chunk_kernel(
     scale, eps,
     DV: tl.constexpr, BLOCK_DV: tl.constexpr, BT: tl.constexpr,
     HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
-    COMPUTE_OUT: tl.constexpr, SKIP_EMPTY: tl.constexpr,
+    COMPUTE_OUT: tl.constexpr, HAS_RANGE: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-    SEL16: tl.constexpr = False, KT: tl.constexpr = False,
+    SEL16: tl.constexpr = False, KT: tl.constexpr = False, TMA: tl.constexpr = False,
+    TMA_STORE: tl.constexpr = False,
 ):
     F: tl.constexpr = 16
     pid_v = tl.program_id(0)
@@ -227,10 +228,27 @@ def _based_chunk_kernel(
     k_base = k_ptr + b * skb + h * skh
     v_base = v_ptr + b * svb + h * svh
     o_base = o_ptr + b * sob + h * soh
+    if TMA:
+        # tensor-memory-accelerator tiles of this (batch, head): one thread issues each copy, rows past T come
+        # back as zeros and stores past T are clipped, so no per-thread address or mask tensors stay live
+        q_desc = tl.make_tensor_descriptor(q_base, shape=[T, F], strides=[sqt, 1], block_shape=[BT, F])
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[T, F], strides=[skt, 1], block_shape=[BT, F])
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[T, DV], strides=[svt, 1], block_shape=[BT, BLOCK_DV])
+        if TMA_STORE:
+            o_desc = tl.make_tensor_descriptor(o_base, shape=[T, DV], strides=[sot, 1], block_shape=[BT, BLOCK_DV])
     # seg_len is a whole number of chunks; the last segment may run past T (masked, no effect):
     # every segment runs the same number of iterations, so this costs no wall time.
     t_start = pid_s * seg_len
-    for c in range(0, seg_len // BT):
+    c_begin = 0
+    c_end = seg_len // BT
+    if HAS_RANGE:
+        # state-only pass over a sparse mask (PLA encoder prefix): only the chunks between the row's first and
+        # last key run (a branch around the update inside the loop spilled twice the registers)
+        lo = tl.maximum(tl.load(rng_ptr + 2 * b) - t_start, 0)
+        hi = tl.minimum(tl.load(rng_ptr + 2 * b + 1) - t_start, seg_len)
+        c_begin = lo // BT
+        c_end = tl.where(hi > lo, (hi + BT - 1) // BT, c_begin)
+    for c in range(c_begin, c_end):
         offs_t = t_start + c * BT + ii
         tmask = offs_t < T
         offs_t64 = offs_t.to(tl.int64)
@@ -238,18 +256,25 @@ def _based_chunk_kernel(
             m = tl.load(m_ptr + b * smb + offs_t64 * smt, mask=tmask, other=0).to(tl.float32)
         else:
             m = tmask.to(tl.float32)
-        kf = tl.load(k_base + offs_t64[:, None] * skt + cols_f[None, :], mask=tmask[:, None], other=0.0)
-        vf = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
-                     mask=tmask[:, None] & vmask[None, :], other=0.0)
-        if HAS_MASK:
-            kd = (kf.to(tl.float32) * m[:, None]).to(DOT_DTYPE)
-            vd = (vf.to(tl.float32) * m[:, None]).to(DOT_DTYPE)
+        if TMA:
+            kf = k_desc.load([t_start + c * BT, 0])
+            vf = v_desc.load([t_start + c * BT, pid_v * BLOCK_DV])
+        else:
+            kf = tl.load(k_base + offs_t64[:, None] * skt + cols_f[None, :], mask=tmask[:, None], other=0.0)
+            vf = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
+                         mask=tmask[:, None] & vmask[None, :], other=0.0)
+        if HAS_MASK:  # a select in the inputs' dtype: no float32 copies of the tiles
+            kd = tl.where(m[:, None] > 0, kf, 0.0).to(DOT_DTYPE)
+            vd = tl.where(m[:, None] > 0, vf, 0.0).to(DOT_DTYPE)
         else:  # out-of-range rows are already loaded as 0
             kd = kf.to(DOT_DTYPE)
             vd = vf.to(DOT_DTYPE)
 
         if COMPUTE_OUT:
-            qf = tl.load(q_base + offs_t64[:, None] * sqt + cols_f[None, :], mask=tmask[:, None], other=0.0)
+            if TMA:
+                qf = q_desc.load([t_start + c * BT, 0])
+            else:
+                qf = tl.load(q_base + offs_t64[:, None] * sqt + cols_f[None, :], mask=tmask[:, None], other=0.0)
             qd = (qf.to(tl.float32) * scale).to(DOT_DTYPE)
             qsel = qd.to(SEL_DTYPE)
             # inter-chunk readout φ(q) S with the state before this chunk
@@ -268,18 +293,15 @@ def _based_chunk_kernel(
             den += tl.sum(a, 1)
             acc = tl.dot(a.to(DOT_DTYPE), vd, acc, input_precision=PRECISION)
             out = acc / (den[:, None] + eps)
-            tl.store(o_base + offs_t64[:, None] * sot + cols_v[None, :], out.to(o_ptr.dtype.element_ty),
-                     mask=tmask[:, None] & vmask[None, :])
+            if TMA_STORE:
+                o_desc.store([t_start + c * BT, pid_v * BLOCK_DV], out.to(o_ptr.dtype.element_ty))
+            else:
+                tl.store(o_base + offs_t64[:, None] * sot + cols_v[None, :], out.to(o_ptr.dtype.element_ty),
+                         mask=tmask[:, None] & vmask[None, :])
 
         # state update with this chunk's keys
-        if SKIP_EMPTY:
-            # state-only pass over a sparse mask (PLA encoder prefix): skip chunks with no key
-            if tl.max(m, 0) > 0:
-                SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
-                                         tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
-        else:
-            SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
-                                     tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
+        SA, SX, zA, zX = _update(kd, vd, m, SA, SX, zA, zX, tPA, tQA, twA, tPX, tQX,
+                                 tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
 
     if WRITE_STATE:
         sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
@@ -317,12 +339,17 @@ def _default_config(dv: int, dtype: torch.dtype):
     """Measured on an H100 (benchmarks/README.md): chunks of 64 tokens, one warpgroup, key features
     built transposed, fp16 selections for 16-bit inputs. dv > 64 is split in blocks of 64 (one
     [160, 128] fp32 state per program would spill). A ``maxnreg`` key (register cap) reaches the launch, for
-    tuning runs: capped at 168 / 200 registers the kernel ran 2.1 / 1.5x slower (spills; benchmarks/README.md)."""
+    tuning runs: capped at 168 / 200 registers the kernel ran 2.1 / 1.5x slower (spills; benchmarks/README.md).
+
+    ``tma``: tiles moved by the tensor memory accelerator ("auto": on Hopper and later, and under the
+    interpreter, whenever the tensors' strides allow it; True / False / "loads" force it). ``num_stages``
+    None: 3 with TMA (H100, N = 32768, B = 16: 4.32 ms against 4.97 with 2 and 5.65 for the pointer loads
+    with 2), else 2 (pointer loads: 3 stages measured slower, 5.96 ms)."""
     block_dv = max(16, min(64, triton.next_power_of_2(dv)))
     if dtype == torch.float32:
-        cfg = dict(BT=64, BLOCK_DV=block_dv, num_warps=4, num_stages=1, kt=True, sel16=False)
+        cfg = dict(BT=64, BLOCK_DV=block_dv, num_warps=4, num_stages=1, kt=True, sel16=False, tma=False)
     else:
-        cfg = dict(BT=64, BLOCK_DV=block_dv, num_warps=4, num_stages=2, kt=True, sel16=True)
+        cfg = dict(BT=64, BLOCK_DV=block_dv, num_warps=4, num_stages=None, kt=True, sel16=True, tma="auto")
     override = os.environ.get("JRT_EVAL_BASED_CONFIG")  # JSON, for tuning runs
     if override:
         cfg.update(json.loads(override))
@@ -351,7 +378,7 @@ def _dot_config(dtype: torch.dtype):
 
 
 def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, eps,
-            compute_out, skip_empty, cfg):
+            compute_out, key_range, cfg):
     B, _, H, _ = k.shape
     dv = v.shape[-1]
     block_dv = cfg["BLOCK_DV"]
@@ -379,10 +406,16 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     zo, zo_seg, zo_b, zo_h = st(state_out[1] if state_out is not None else None, out_seg)
     grid = (n_v, n_seg, B * H)
     sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
-    extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)))
+    tma = cfg.get("tma", False)
+    use_tma = (_tma_hardware(k.device) if tma == "auto" else bool(tma)) and _tma_ok(q, k, v, out)
+    extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)), TMA=use_tma,
+                 TMA_STORE=use_tma and tma != "loads")
+    num_stages = cfg.get("num_stages") or (3 if use_tma else 2)
+    if use_tma:
+        _ensure_allocator()
     global LAST_KERNEL
     args = (
-        q, k, v, out, m_arg, si, zi, so, zo,
+        q, k, v, out, m_arg, key_range if key_range is not None else m_arg, si, zi, so, zo,
         T, seg_len, H,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), smb, smt,
@@ -392,11 +425,11 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     flags = dict(
         DV=dv, BLOCK_DV=block_dv, BT=cfg["BT"],
         HAS_MASK=mask_u8 is not None, HAS_INIT=init is not None, WRITE_STATE=state_out is not None,
-        COMPUTE_OUT=compute_out, SKIP_EMPTY=skip_empty, DOT_DTYPE=dot_dtype, PRECISION=precision, **extra,
+        COMPUTE_OUT=compute_out, HAS_RANGE=key_range is not None, DOT_DTYPE=dot_dtype, PRECISION=precision, **extra,
     )
     try:
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=cfg["num_warps"],
-                                                num_stages=cfg["num_stages"],
+                                                num_stages=num_stages,
                                                 **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}))
     except OutOfResources:
         # a tuned config that does not fit this GPU / dtype (fp32 tiles take twice the shared
@@ -404,6 +437,39 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         # is not required: chunks only tile each segment, seg_len stays a multiple of BT.
         flags["BT"] = 32 if seg_len % 64 else 64
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=4, num_stages=1)
+
+
+def _tma_hardware(device: torch.device) -> bool:
+    """The tensor memory accelerator exists from Hopper (sm_90) on; the interpreter emulates it."""
+    if interpreting():
+        return True
+    if device.type != "cuda":
+        from ..aot import capture_arch  # compiling ahead of time for a GPU target (kernels/aot.py)
+
+        return (capture_arch() or 0) >= 90
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def _tma_ok(*tensors: torch.Tensor) -> bool:
+    """Tensor-memory-accelerator tiles need each (batch, head) base and every row stride on 16 bytes."""
+    for x in tensors:
+        es = x.element_size()
+        if x.stride(-1) != 1 or x.data_ptr() % 16 or any((s * es) % 16 for s in x.stride()[:-1]):
+            return False
+    return True
+
+
+def _scratch(size: int, alignment: int, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _ensure_allocator():
+    """Descriptors built in the kernel need a small global scratch per program; Triton asks the process-wide
+    allocator for it. Set one (torch memory) unless the caller already has."""
+    from triton.runtime import _allocation
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_scratch)
 
 
 def _contig_last(x: torch.Tensor) -> torch.Tensor:
@@ -432,14 +498,26 @@ def pick_segments(B: int, H: int, n_v: int, T: int, BT: int, device: torch.devic
     return max(1, min(want, max_seg, n_chunks))
 
 
+def key_range(mask_u8: torch.Tensor) -> torch.Tensor:
+    """[B, 2] int32: each row's first key position and one past its last (0, 0 for a row without keys)."""
+    m = mask_u8.to(torch.bool)
+    T = m.shape[1]
+    has = m.any(1)
+    first = torch.argmax(m.to(torch.uint8), 1)
+    last = T - torch.argmax(m.flip(1).to(torch.uint8), 1)
+    return torch.stack([torch.where(has, first, 0), torch.where(has, last, 0)], 1).to(torch.int32).contiguous()
+
+
 def segment_states(k, v, mask_u8, T, n_seg, seg_len, scale, cfg, skip_empty=False):
-    """Per-segment Σφ(k)vᵀ, Σφ(k) in the reference layout: [n_seg, B, H, D, dv], [n_seg, B, H, D]."""
+    """Per-segment Σφ(k)vᵀ, Σφ(k) in the reference layout: [n_seg, B, H, D, dv], [n_seg, B, H, D].
+    ``skip_empty``: visit only the chunks between each row's first and last key (sparse masks)."""
     B, _, H, _ = k.shape
     dv = v.shape[-1]
     S = torch.empty(n_seg, B, H, D_COMPACT, dv, device=k.device, dtype=torch.float32)
     z = torch.empty(n_seg, B, H, D_COMPACT, device=k.device, dtype=torch.float32)
     _launch(None, k, v, None, mask_u8, None, (S, z), T, seg_len, n_seg, scale, 0.0,
-            compute_out=False, skip_empty=skip_empty, cfg=cfg)
+            compute_out=False, key_range=key_range(mask_u8) if skip_empty and mask_u8 is not None else None,
+            cfg=cfg)
     return S, z
 
 
@@ -487,7 +565,7 @@ def based_prefill_triton(
             state = (torch.empty(B, H, D_COMPACT, dv, device=v.device, dtype=torch.float32),
                      torch.empty(B, H, D_COMPACT, device=v.device, dtype=torch.float32))
         _launch(q, k, v, out, mask_u8, init, state, T, seg_len, 1, scale, eps,
-                compute_out=True, skip_empty=False, cfg=cfg)
+                compute_out=True, key_range=None, cfg=cfg)
         return out, (BasedState(*state) if output_final_state else None)
 
     Sseg, zseg = segment_states(k, v, mask_u8, T, n_seg, seg_len, scale, cfg)
@@ -509,7 +587,7 @@ def based_prefill_triton(
         Sinit += init[0]
         zinit += init[1]
     _launch(q, k, v, out, mask_u8, (Sinit, zinit), None, T, seg_len, n_seg, scale, eps,
-            compute_out=True, skip_empty=False, cfg=cfg)
+            compute_out=True, key_range=None, cfg=cfg)
     return out, final
 
 
