@@ -32,11 +32,13 @@
 #                                      # (sixth session; benchmarks/ncu_based.py, ncu_stalls.py)
 #   bash benchmarks/gpu_pending.sh 17  # TMA tiles for the Based prefill / state pass: tune, headline, stall profile
 #   bash benchmarks/gpu_pending.sh 18  # TMA defaults: GPU kernel tests, headline vs FA2 / cuDNN / fla, hazy families
-#   bash benchmarks/gpu_pending.sh 19  # TMA defaults: the prefill sweep (N 2048-32768, B 1-64)
+#   bash benchmarks/gpu_pending.sh 19  # TMA defaults: JRT-RNN's parts, the prefill sweep (N 2048-32768, B 1-64)
+#   bash benchmarks/gpu_pending.sh 20  # range masks + initial states in the kernel's layout: GPU tests, JRT-RNN's
+#                                      # parts, headline, hazy families
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 19}
+part=${1:?part 1 to 20}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -181,12 +183,23 @@ case $part in
     python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --deadline 240 2>&1 | tail -40
     ;;
 19)
-    # the prefill sweep with the TMA defaults: N 2048 / 8192 / 32768 x B 1 / 4 / 16 / 64
+    # JRT-RNN's two launches timed apart, then the prefill sweep with the TMA defaults: N 2048 / 8192 / 32768 x
+    # B 1 / 4 / 16 / 64
+    python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
     python3 benchmarks/prefill.py --N 2048 8192 32768 --B 1 4 16 64 --impls ours_based@2N ours_pla@N fa2@N \
         fla_fused_chunk@2N --out "$out/bench_prefill.csv" 2>&1 | tail -24
     ;;
+20)
+    # contiguous masks as ranges (mask_is_range) and initial states in the kernel's layout: kernel tests on the
+    # GPU, JRT-RNN's parts, the headline, the hazy families (their layers pass range masks)
+    python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -4 | tee "$out/pytest.txt"
+    python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
+    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
+        fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -8
+    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --deadline 200 2>&1 | tail -40
+    ;;
 *)
-    echo "part must be 1 to 19" >&2
+    echo "part must be 1 to 20" >&2
     exit 2
     ;;
 esac

@@ -219,7 +219,9 @@ class LinearAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, ctx: SeqContext):
         q, k, v = self._qkv(h)
-        o, state = based_prefill(q, k, v, key_mask=ctx.mask, output_final_state=ctx.want_state, eps=self.eps)
+        # ctx.mask is left padding (HazyGPT._mask checks it): one run of real tokens per row
+        o, state = based_prefill(q, k, v, key_mask=ctx.mask, output_final_state=ctx.want_state, eps=self.eps,
+                                 mask_is_range=True)
         return self.out_proj(o.flatten(-2).to(h.dtype)), state
 
     def step(self, h: torch.Tensor, state: BasedState, ctx: StepContext) -> torch.Tensor:
@@ -245,7 +247,7 @@ class PrefixLinearAttention(LinearAttention):
         k_enc = self._scaled(self.proj_k_enc(h).unflatten(-1, (self.H, self.f)))
         v_enc = self.proj_v_enc(h).unflatten(-1, (self.H, self.dv))
         o, state = pla_prefill(q, k, v, k_enc, v_enc, ctx.encoder_mask(self.enc_length), key_mask=ctx.mask,
-                               output_final_state=ctx.want_state, eps=self.eps)
+                               output_final_state=ctx.want_state, eps=self.eps, masks_are_ranges=True)
         return self.out_proj(o.flatten(-2).to(h.dtype)), state
 
 

@@ -176,6 +176,36 @@ def test_tma_tiles_equal_pointer_tiles(dtype):
     assert rel(runs[True][0], want) < TOL[dtype]
 
 
+@here
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_range_masks_equal_read_masks(dtype):
+    """``mask_is_range`` (the adapters' left padding and encoder prefixes): the kernels build the mask from each
+    row's first and last key instead of reading it, with the same results; a row without keys stays empty."""
+    B, T, H, dv = 3, 150, 2, 32
+    q, k, v = make(B, T, H, dv, dtype, seed=31)
+    km = torch.ones(B, T, dtype=torch.bool)
+    km[0, :40] = False  # left padding
+    km[2, :] = False
+    km[2, 149] = True  # a row whose one real token is the last
+    enc = km & (torch.cumsum(km.long(), 1) <= 70)  # the first 70 real tokens
+    km, enc = km.to(DEVICE), enc.to(DEVICE)
+    for n_seg in (1, 3):
+        a = triton_prefill.based_prefill_triton(q, k, v, key_mask=km, output_final_state=True, n_seg=n_seg,
+                                                config={"BT": 32})
+        b = triton_prefill.based_prefill_triton(q, k, v, key_mask=km, output_final_state=True, n_seg=n_seg,
+                                                config={"BT": 32}, mask_is_range=True)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1].S, b[1].S) and torch.equal(a[1].z, b[1].z)
+    a = triton_prefill.state_from_keys_triton(k, v, enc, config={"BT": 32})
+    b = triton_prefill.state_from_keys_triton(k, v, enc, config={"BT": 32}, mask_is_range=True)
+    assert torch.equal(a.S, b.S) and torch.equal(a.z, b.z)
+    o1, s1 = triton_pla.pla_prefill_triton(q, k, v, k, v, enc, key_mask=km, output_final_state=True)
+    o2, s2 = triton_pla.pla_prefill_triton(q, k, v, k, v, enc, key_mask=km, output_final_state=True,
+                                           masks_are_ranges=True)
+    assert torch.equal(o1, o2) and torch.equal(s1.S, s2.S)
+    want = R.pla_attention_quadratic(*(ref64(x) for x in (q, k, v, k, v)), enc.cpu(), key_mask=km.cpu())
+    assert rel(o2, want) < TOL[dtype]
+
+
 def test_key_range_of_masks():
     """The state pass visits [first key, last key + 1) of each row; a row without keys visits nothing."""
     from jrt_eval.kernels.based.triton_prefill import key_range

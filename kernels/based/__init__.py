@@ -73,18 +73,21 @@ def based_prefill(
     output_final_state: bool = False,
     eps: float = DEFAULT_EPS,
     impl: Optional[str] = None,
+    mask_is_range: bool = False,
 ):
     """Causal Based attention over [B, T, H, f] q/k and [B, T, H, dv] v -> (o, state or None).
 
     CUDA tensors with f = 16 go to the fused Triton kernel (triton_prefill.py), anything else to the
     reference; both return the state as fp32 ``BasedState`` in the reference's compact layout.
+    ``mask_is_range``: each row of ``key_mask`` is one contiguous run of True (padding on one side); the fused
+    kernel then computes the mask from the run's ends instead of reading it.
     """
     if _use_fused(q, impl) and q.shape[1] > 0 and _state_ok(initial_state, q, v):
         tp = triton_modules()[0]
         if tp.supported(q, k, v):
             return tp.based_prefill_triton(
                 q, k, v, key_mask=key_mask, initial_state=initial_state,
-                output_final_state=output_final_state, eps=eps,
+                output_final_state=output_final_state, eps=eps, mask_is_range=mask_is_range,
             )
     return based_attention_chunked(
         q, k, v, key_mask=key_mask, initial_state=initial_state,
@@ -103,14 +106,16 @@ def pla_prefill(
     output_final_state: bool = False,
     eps: float = DEFAULT_EPS,
     impl: Optional[str] = None,
+    masks_are_ranges: bool = False,
 ):
-    """JRT-RNN prefix linear attention -> (o, state or None); ``enc_mask [B, T]`` marks the encoder prefix."""
+    """JRT-RNN prefix linear attention -> (o, state or None); ``enc_mask [B, T]`` marks the encoder prefix.
+    ``masks_are_ranges``: both masks are one contiguous run per row (see ``based_prefill``)."""
     if _use_fused(q, impl) and q.shape[1] > 0:
         tp, tpla = triton_modules()[:2]
         if tp.supported(q, k, v) and tp.supported(q, k_enc, v_enc):
             return tpla.pla_prefill_triton(
                 q, k, v, k_enc, v_enc, enc_mask, key_mask=key_mask,
-                output_final_state=output_final_state, eps=eps,
+                output_final_state=output_final_state, eps=eps, masks_are_ranges=masks_are_ranges,
             )
     return pla_attention_chunked(
         q, k, v, k_enc, v_enc, enc_mask, key_mask=key_mask,

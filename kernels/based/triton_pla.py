@@ -33,11 +33,14 @@ def pla_prefill_triton(
     eps: float = DEFAULT_EPS,
     n_seg: Optional[int] = None,
     config: Optional[dict] = None,
+    masks_are_ranges: bool = False,
 ):
-    """Same contract as ``reference.pla_attention_chunked`` (compact state)."""
+    """Same contract as ``reference.pla_attention_chunked`` (compact state). ``masks_are_ranges``: both masks are
+    one contiguous run per row (``based_prefill_triton``'s ``mask_is_range``), as the adapters' are."""
     assert supported(q, k, v) and supported(q, k_enc, v_enc)
-    enc_state = state_from_keys_triton(k_enc, v_enc, enc_mask, n_seg=n_seg, config=config, skip_empty=True)
+    enc_state = state_from_keys_triton(k_enc, v_enc, enc_mask, n_seg=n_seg, config=config, skip_empty=True,
+                                       mask_is_range=masks_are_ranges)
     return based_prefill_triton(
         q, k, v, key_mask=key_mask, initial_state=enc_state, output_final_state=output_final_state,
-        eps=eps, n_seg=n_seg, config=config,
+        eps=eps, n_seg=n_seg, config=config, mask_is_range=masks_are_ranges,
     )

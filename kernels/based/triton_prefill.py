@@ -168,7 +168,7 @@ def _based_chunk_kernel(
     scale, eps,
     DV: tl.constexpr, BLOCK_DV: tl.constexpr, BT: tl.constexpr,
     HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, WRITE_STATE: tl.constexpr,
-    COMPUTE_OUT: tl.constexpr, HAS_RANGE: tl.constexpr,
+    COMPUTE_OUT: tl.constexpr, HAS_RANGE: tl.constexpr, MASK_RANGE: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
     SEL16: tl.constexpr = False, KT: tl.constexpr = False, TMA: tl.constexpr = False,
     TMA_STORE: tl.constexpr = False,
@@ -204,20 +204,16 @@ def _based_chunk_kernel(
         tPA, tQA, twA, tPX, tQX, tbPX, tbQX = _sel_tables(F, SEL_DTYPE, True)
     else:
         tPA, tQA, twA, tPX, tQX, tbPX, tbQX = selPA, selQA, wA, selPX, selQX, bPX, bQX
-    rowA, gA, rowX, gX, validX = _state_rows(scale)
-    gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
-    gX = gX * facX
-
     if HAS_INIT:
+        # initial states arrive in the internal layout ([160, DV], _internal_state): plain loads, so no row
+        # tables live across the loop (they did when shared with the final state's store: 176 vs 56 bytes spilled)
         sbase = si_ptr + pid_s * si_seg + b * si_b + h * si_h
         zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
-        SA = tl.load(sbase + rowA[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
-        SA = SA / gA[:, None]
-        SX = tl.load(sbase + rowX[:, None] * DV + cols_v[None, :],
-                     mask=validX[:, None] & vmask[None, :], other=0.0)
-        SX = SX / gX[:, None]
-        zA = tl.load(zbase + rowA) / gA
-        zX = tl.load(zbase + rowX, mask=validX, other=0.0) / gX
+        rA = tl.arange(0, 128)
+        SA = tl.load(sbase + rA[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
+        SX = tl.load(sbase + (128 + cX)[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
+        zA = tl.load(zbase + rA)
+        zX = tl.load(zbase + 128 + cX)
     else:
         SA = tl.zeros([128, BLOCK_DV], dtype=tl.float32)
         SX = tl.zeros([32, BLOCK_DV], dtype=tl.float32)
@@ -241,11 +237,14 @@ def _based_chunk_kernel(
     t_start = pid_s * seg_len
     c_begin = 0
     c_end = seg_len // BT
+    if HAS_RANGE or MASK_RANGE:
+        key_lo = tl.load(rng_ptr + 2 * b)  # the row's keys: [key_lo, key_hi)
+        key_hi = tl.load(rng_ptr + 2 * b + 1)
     if HAS_RANGE:
         # state-only pass over a sparse mask (PLA encoder prefix): only the chunks between the row's first and
         # last key run (a branch around the update inside the loop spilled twice the registers)
-        lo = tl.maximum(tl.load(rng_ptr + 2 * b) - t_start, 0)
-        hi = tl.minimum(tl.load(rng_ptr + 2 * b + 1) - t_start, seg_len)
+        lo = tl.maximum(key_lo - t_start, 0)
+        hi = tl.minimum(key_hi - t_start, seg_len)
         c_begin = lo // BT
         c_end = tl.where(hi > lo, (hi + BT - 1) // BT, c_begin)
     for c in range(c_begin, c_end):
@@ -254,6 +253,8 @@ def _based_chunk_kernel(
         offs_t64 = offs_t.to(tl.int64)
         if HAS_MASK:
             m = tl.load(m_ptr + b * smb + offs_t64 * smt, mask=tmask, other=0).to(tl.float32)
+        elif MASK_RANGE:  # a contiguous mask, from positions: no load, and no layout conversions of a loaded one
+            m = ((offs_t >= key_lo) & (offs_t < key_hi)).to(tl.float32)
         else:
             m = tmask.to(tl.float32)
         if TMA:
@@ -263,12 +264,14 @@ def _based_chunk_kernel(
             kf = tl.load(k_base + offs_t64[:, None] * skt + cols_f[None, :], mask=tmask[:, None], other=0.0)
             vf = tl.load(v_base + offs_t64[:, None] * svt + cols_v[None, :],
                          mask=tmask[:, None] & vmask[None, :], other=0.0)
-        if HAS_MASK:  # a select in the inputs' dtype: no float32 copies of the tiles
+        if HAS_MASK or MASK_RANGE:
+            # zero keys zero every key feature but the constant one, which the update multiplies by the mask
+            # (and the intra-chunk weights are masked): V needs no mask, so its tile goes to the tensor cores
+            # as loaded instead of through registers (the state pass with a mask ran 1.31 vs 0.75 ms)
             kd = tl.where(m[:, None] > 0, kf, 0.0).to(DOT_DTYPE)
-            vd = tl.where(m[:, None] > 0, vf, 0.0).to(DOT_DTYPE)
         else:  # out-of-range rows are already loaded as 0
             kd = kf.to(DOT_DTYPE)
-            vd = vf.to(DOT_DTYPE)
+        vd = vf.to(DOT_DTYPE)
 
         if COMPUTE_OUT:
             if TMA:
@@ -304,6 +307,9 @@ def _based_chunk_kernel(
                                  tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
 
     if WRITE_STATE:
+        rowA, gA, rowX, gX, validX = _state_rows(scale)
+        gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
+        gX = gX * facX
         sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
         tl.store(sbase_o + rowA[:, None] * DV + cols_v[None, :], SA * gA[:, None], mask=vmask[None, :])
         tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
@@ -378,12 +384,17 @@ def _dot_config(dtype: torch.dtype):
 
 
 def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, eps,
-            compute_out, key_range, cfg):
+            compute_out, rng, range_loop, cfg):
+    """One launch. ``mask_u8`` [B, T]: a key mask read chunk by chunk; ``rng`` [B, 2] int32 (``key_range``): each
+    row's keys, as a mask when ``mask_u8`` is None and / or as loop bounds (``range_loop``, state pass)."""
     B, _, H, _ = k.shape
     dv = v.shape[-1]
     block_dv = cfg["BLOCK_DV"]
     n_v = triton.cdiv(dv, block_dv)
     dot_dtype, precision = _dot_config(k.dtype)
+    sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
+    if init is not None:
+        init = _internal_state(init[0], init[1], bool(sel16))
     if q is None:
         q = k
     if out is None:
@@ -405,7 +416,6 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     so, so_seg, so_b, so_h = st(state_out[0] if state_out is not None else None, out_seg)
     zo, zo_seg, zo_b, zo_h = st(state_out[1] if state_out is not None else None, out_seg)
     grid = (n_v, n_seg, B * H)
-    sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
     tma = cfg.get("tma", False)
     use_tma = (_tma_hardware(k.device) if tma == "auto" else bool(tma)) and _tma_ok(q, k, v, out)
     extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)), TMA=use_tma,
@@ -415,7 +425,7 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         _ensure_allocator()
     global LAST_KERNEL
     args = (
-        q, k, v, out, m_arg, key_range if key_range is not None else m_arg, si, zi, so, zo,
+        q, k, v, out, m_arg, rng if rng is not None else m_arg, si, zi, so, zo,
         T, seg_len, H,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), smb, smt,
@@ -425,7 +435,8 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     flags = dict(
         DV=dv, BLOCK_DV=block_dv, BT=cfg["BT"],
         HAS_MASK=mask_u8 is not None, HAS_INIT=init is not None, WRITE_STATE=state_out is not None,
-        COMPUTE_OUT=compute_out, HAS_RANGE=key_range is not None, DOT_DTYPE=dot_dtype, PRECISION=precision, **extra,
+        COMPUTE_OUT=compute_out, HAS_RANGE=range_loop and rng is not None,
+        MASK_RANGE=rng is not None and mask_u8 is None, DOT_DTYPE=dot_dtype, PRECISION=precision, **extra,
     )
     try:
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=cfg["num_warps"],
@@ -437,6 +448,44 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         # is not required: chunks only tile each segment, seg_len stays a multiple of BT.
         flags["BT"] = 32 if seg_len % 64 else 64
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=4, num_stages=1)
+
+
+_INTERNAL_ROWS: dict = {}
+
+
+def _internal_rows(sel16: bool, device: torch.device):
+    """The kernel's state columns (block A, then block X) as reference-layout rows and factors, S_ref[row] =
+    g · S_internal[col] (``_state_rows`` times the sel16 ``fac``); ``valid`` 0 for the 7 zero columns of X."""
+    key = (sel16, str(device))
+    if key not in _INTERNAL_ROWS:
+        scale = torch.tensor(1.0 / math.sqrt(F_SUPPORTED), dtype=torch.float32)
+        cA = torch.arange(128)
+        aA, dA = cA % 16, cA // 16
+        bA = (aA + dA) % 16
+        lo, hi = torch.minimum(aA, bA), torch.maximum(aA, bA)
+        rowA = 17 + (lo * (31 - lo)) // 2 + hi
+        gA = torch.where(dA == 0, scale * torch.tensor(1.4142135623730951, dtype=torch.float32), scale)
+        cX = torch.arange(32)
+        loX = (cX - 16).clamp(min=0)
+        rowX = torch.where(cX < 16, cX + 1, torch.where(cX < 24, 17 + (loX * (31 - loX)) // 2 + loX + 8, 0))
+        validX = cX < 25
+        rowX = torch.where(validX, rowX, 0)
+        gX = torch.where(cX < 16, torch.sqrt(scale), torch.where(cX < 24, scale, torch.tensor(1.0)))
+        if sel16:
+            gA = gA * 256.0
+            gX = gX * torch.where(cX < 16, 16.0, torch.where(cX < 24, 256.0, 1.0))
+        rows = torch.cat([rowA, rowX])
+        inv = torch.cat([1.0 / gA, torch.where(validX, 1.0 / gX, 0.0)]).to(torch.float32)
+        _INTERNAL_ROWS[key] = (rows.to(device), inv.to(device))
+    return _INTERNAL_ROWS[key]
+
+
+def _internal_state(S: torch.Tensor, z: torch.Tensor, sel16: bool):
+    """Reference-layout states ([..., 153, dv], [..., 153]) in the kernel's column layout ([..., 160, dv])."""
+    rows, inv = _internal_rows(sel16, S.device)
+    Si = (S.index_select(-2, rows) * inv[:, None]).contiguous()
+    zi = (z.index_select(-1, rows) * inv).contiguous()
+    return Si, zi
 
 
 def _tma_hardware(device: torch.device) -> bool:
@@ -508,16 +557,25 @@ def key_range(mask_u8: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.where(has, first, 0), torch.where(has, last, 0)], 1).to(torch.int32).contiguous()
 
 
-def segment_states(k, v, mask_u8, T, n_seg, seg_len, scale, cfg, skip_empty=False):
+def _masks(key_mask: Optional[torch.Tensor], mask_is_range: bool, need_range: bool = False):
+    """(mask read by the kernel, key ranges or None): a contiguous mask travels as its rows' ranges only."""
+    mask_u8 = _mask_u8(key_mask)
+    if mask_u8 is None:
+        return None, None
+    if mask_is_range:
+        return None, key_range(mask_u8)
+    return mask_u8, (key_range(mask_u8) if need_range else None)
+
+
+def segment_states(k, v, mask_u8, rng, T, n_seg, seg_len, scale, cfg, skip_empty=False):
     """Per-segment Σφ(k)vᵀ, Σφ(k) in the reference layout: [n_seg, B, H, D, dv], [n_seg, B, H, D].
-    ``skip_empty``: visit only the chunks between each row's first and last key (sparse masks)."""
+    ``skip_empty``: visit only the chunks between each row's first and last key (``rng``; sparse masks)."""
     B, _, H, _ = k.shape
     dv = v.shape[-1]
     S = torch.empty(n_seg, B, H, D_COMPACT, dv, device=k.device, dtype=torch.float32)
     z = torch.empty(n_seg, B, H, D_COMPACT, device=k.device, dtype=torch.float32)
     _launch(None, k, v, None, mask_u8, None, (S, z), T, seg_len, n_seg, scale, 0.0,
-            compute_out=False, key_range=key_range(mask_u8) if skip_empty and mask_u8 is not None else None,
-            cfg=cfg)
+            compute_out=False, rng=rng, range_loop=skip_empty, cfg=cfg)
     return S, z
 
 
@@ -532,11 +590,15 @@ def based_prefill_triton(
     n_seg: Optional[int] = None,
     config: Optional[dict] = None,
     out: Optional[torch.Tensor] = None,
+    mask_is_range: bool = False,
 ):
     """Same contract as ``reference.based_attention_chunked`` (compact state), fused on the GPU.
 
     ``n_seg`` overrides the number of sequence segments (None: enough to fill the GPU), ``config``
     the tile config (BT, BLOCK_DV, num_warps, num_stages), ``out`` an output buffer [B, T, H, dv].
+    ``mask_is_range``: the caller promises that each row of ``key_mask`` is True on one contiguous run (left or
+    right padding, a prefix); the kernel then builds the mask from the run's ends instead of reading it (faster;
+    a mask with holes would be read as its run from first to last key).
     """
     assert supported(q, k, v), "based_prefill_triton: f must be 16 and dtypes fp32/bf16/fp16"
     B, T, H, f = q.shape
@@ -544,7 +606,7 @@ def based_prefill_triton(
     q, k, v = _contig_last(q), _contig_last(k), _contig_last(v)
     cfg = _config(dv, v.dtype, config)
     scale = 1.0 / math.sqrt(f)
-    mask_u8 = _mask_u8(key_mask)
+    mask_u8, rng = _masks(key_mask, mask_is_range)
     if out is None:
         out = torch.empty(B, T, H, dv, device=v.device, dtype=v.dtype)
     assert out.shape == (B, T, H, dv) and out.dtype == v.dtype and out.stride(-1) == 1
@@ -565,10 +627,10 @@ def based_prefill_triton(
             state = (torch.empty(B, H, D_COMPACT, dv, device=v.device, dtype=torch.float32),
                      torch.empty(B, H, D_COMPACT, device=v.device, dtype=torch.float32))
         _launch(q, k, v, out, mask_u8, init, state, T, seg_len, 1, scale, eps,
-                compute_out=True, key_range=None, cfg=cfg)
+                compute_out=True, rng=rng, range_loop=False, cfg=cfg)
         return out, (BasedState(*state) if output_final_state else None)
 
-    Sseg, zseg = segment_states(k, v, mask_u8, T, n_seg, seg_len, scale, cfg)
+    Sseg, zseg = segment_states(k, v, mask_u8, rng, T, n_seg, seg_len, scale, cfg)
     Sinit = torch.cumsum(Sseg, 0)
     zinit = torch.cumsum(zseg, 0)
     final = None
@@ -587,7 +649,7 @@ def based_prefill_triton(
         Sinit += init[0]
         zinit += init[1]
     _launch(q, k, v, out, mask_u8, (Sinit, zinit), None, T, seg_len, n_seg, scale, eps,
-            compute_out=True, key_range=None, cfg=cfg)
+            compute_out=True, rng=rng, range_loop=False, cfg=cfg)
     return out, final
 
 
@@ -605,8 +667,10 @@ def state_pass_config(dv: int, dtype: torch.dtype, config: Optional[dict] = None
 def state_from_keys_triton(
     k: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor] = None,
     n_seg: Optional[int] = None, config: Optional[dict] = None, skip_empty: bool = True,
+    mask_is_range: bool = False,
 ) -> BasedState:
     """Non-causal Σφ(k)vᵀ, Σφ(k) over the (unmasked) positions (PLA encoder state), reference layout.
+    ``mask_is_range``: as in ``based_prefill_triton``.
 
     Its tile config may differ from the prefill's: this pass has no intra-chunk quadratic block, so longer
     chunks cost it nothing extra. ``config`` None: the prefill default, or ``JRT_EVAL_BASED_STATE_CONFIG``
@@ -616,7 +680,7 @@ def state_from_keys_triton(
     k, v = _contig_last(k), _contig_last(v)
     cfg = state_pass_config(dv, v.dtype, config)
     scale = 1.0 / math.sqrt(f)
-    mask_u8 = _mask_u8(key_mask)
+    mask_u8, rng = _masks(key_mask, mask_is_range, need_range=skip_empty)
     n_v = triton.cdiv(dv, cfg["BLOCK_DV"])
     if n_seg is None:
         n_seg = pick_segments(B, H, n_v, T, cfg["BT"], k.device)
@@ -624,7 +688,7 @@ def state_from_keys_triton(
     n_seg = max(1, min(n_seg, n_chunks))
     seg_len = triton.cdiv(n_chunks, n_seg) * cfg["BT"]
     n_seg = triton.cdiv(T, seg_len)
-    S, z = segment_states(k, v, mask_u8, T, n_seg, seg_len, scale, cfg, skip_empty=skip_empty and mask_u8 is not None)
+    S, z = segment_states(k, v, mask_u8, rng, T, n_seg, seg_len, scale, cfg, skip_empty=skip_empty and rng is not None)
     if n_seg == 1:
         return BasedState(S[0], z[0])
     return BasedState(S.sum(0), z.sum(0))
