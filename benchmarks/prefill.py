@@ -189,7 +189,9 @@ def run_sweep(Ns, Bs, impls, enc_frac, dtype, out_csv, rep_ms):
                 M = max(1, int(N * enc_frac))
                 em = (torch.arange(N, device=dev) < M).expand(B, N).contiguous()
                 ref = based_ref_slice(q, k, v, enc=(ke, ve, em))
-                fn = lambda: pla_prefill(q, k, v, ke, ve, em, output_final_state=True, impl="triton")  # noqa: E731
+                # the encoder mask is a prefix of each row: passed as a range, as the adapters pass theirs
+                fn = lambda: pla_prefill(q, k, v, ke, ve, em, output_final_state=True, impl="triton",  # noqa: E731
+                                         masks_are_ranges=True)
                 o = fn()[0]
                 err = rel_err(o[:1, :, :2], ref)
                 del o

@@ -189,21 +189,26 @@ def test_range_masks_equal_read_masks(dtype):
     km[2, 149] = True  # a row whose one real token is the last
     enc = km & (torch.cumsum(km.long(), 1) <= 70)  # the first 70 real tokens
     km, enc = km.to(DEVICE), enc.to(DEVICE)
+    # the interpreter gives identical bits; compiled, the two variants may round differently (code layout)
+    same = (lambda a, b: torch.equal(a, b)) if DEVICE == "cpu" else (lambda a, b: rel(a, b) < 1e-5)
+    want_o, want_s = R.based_attention_chunked(ref64(q), ref64(k), ref64(v), key_mask=km.cpu(),
+                                               output_final_state=True)
     for n_seg in (1, 3):
         a = triton_prefill.based_prefill_triton(q, k, v, key_mask=km, output_final_state=True, n_seg=n_seg,
                                                 config={"BT": 32})
         b = triton_prefill.based_prefill_triton(q, k, v, key_mask=km, output_final_state=True, n_seg=n_seg,
                                                 config={"BT": 32}, mask_is_range=True)
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1].S, b[1].S) and torch.equal(a[1].z, b[1].z)
+        assert rel(b[0], want_o) < TOL[dtype], (n_seg, rel(a[0], want_o), rel(b[0], want_o))
+        assert same(a[0], b[0]) and same(a[1].S, b[1].S) and same(a[1].z, b[1].z), (n_seg, rel(a[0], b[0]))
     a = triton_prefill.state_from_keys_triton(k, v, enc, config={"BT": 32})
     b = triton_prefill.state_from_keys_triton(k, v, enc, config={"BT": 32}, mask_is_range=True)
-    assert torch.equal(a.S, b.S) and torch.equal(a.z, b.z)
+    assert same(a.S, b.S) and same(a.z, b.z), (rel(a.S, b.S), rel(a.z, b.z))
     o1, s1 = triton_pla.pla_prefill_triton(q, k, v, k, v, enc, key_mask=km, output_final_state=True)
     o2, s2 = triton_pla.pla_prefill_triton(q, k, v, k, v, enc, key_mask=km, output_final_state=True,
                                            masks_are_ranges=True)
-    assert torch.equal(o1, o2) and torch.equal(s1.S, s2.S)
     want = R.pla_attention_quadratic(*(ref64(x) for x in (q, k, v, k, v)), enc.cpu(), key_mask=km.cpu())
-    assert rel(o2, want) < TOL[dtype]
+    assert rel(o2, want) < TOL[dtype], (rel(o1, want), rel(o2, want))
+    assert same(o1, o2) and same(s1.S, s2.S), (rel(o1, o2), rel(s1.S, s2.S))
 
 
 def test_key_range_of_masks():
