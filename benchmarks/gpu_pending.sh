@@ -35,10 +35,12 @@
 #   bash benchmarks/gpu_pending.sh 19  # TMA defaults: JRT-RNN's parts, the prefill sweep (N 2048-32768, B 1-64)
 #   bash benchmarks/gpu_pending.sh 20  # range masks + initial states in the kernel's layout: GPU tests, JRT-RNN's
 #                                      # parts, headline, hazy families
+#   bash benchmarks/gpu_pending.sh 21  # the sixth session's final code: headline, JRT-RNN's parts, GPU kernel tests,
+#                                      # hazy families at 950 tokens
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 20}
+part=${1:?part 1 to 21}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -198,8 +200,17 @@ case $part in
         fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -8
     python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --deadline 200 2>&1 | tail -40
     ;;
+21)
+    # the sixth session's final code (TMA tiles, range masks, V unmasked): headline, JRT-RNN's parts, kernel tests
+    # on the GPU, hazy families' parity and speed at 950 tokens
+    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
+        fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -8
+    python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
+    python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -4 | tee "$out/pytest.txt"
+    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --lengths 950 --deadline 150 2>&1 | tail -30
+    ;;
 *)
-    echo "part must be 1 to 20" >&2
+    echo "part must be 1 to 21" >&2
     exit 2
     ;;
 esac

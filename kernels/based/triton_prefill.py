@@ -204,16 +204,20 @@ def _based_chunk_kernel(
         tPA, tQA, twA, tPX, tQX, tbPX, tbQX = _sel_tables(F, SEL_DTYPE, True)
     else:
         tPA, tQA, twA, tPX, tQX, tbPX, tbQX = selPA, selQA, wA, selPX, selQX, bPX, bQX
+    rowA, gA, rowX, gX, validX = _state_rows(scale)
+    gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
+    gX = gX * facX
+
     if HAS_INIT:
-        # initial states arrive in the internal layout ([160, DV], _internal_state): plain loads, so no row
-        # tables live across the loop (they did when shared with the final state's store: 176 vs 56 bytes spilled)
         sbase = si_ptr + pid_s * si_seg + b * si_b + h * si_h
         zbase = zi_ptr + pid_s * zi_seg + b * zi_b + h * zi_h
-        rA = tl.arange(0, 128)
-        SA = tl.load(sbase + rA[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
-        SX = tl.load(sbase + (128 + cX)[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
-        zA = tl.load(zbase + rA)
-        zX = tl.load(zbase + 128 + cX)
+        SA = tl.load(sbase + rowA[:, None] * DV + cols_v[None, :], mask=vmask[None, :], other=0.0)
+        SA = SA / gA[:, None]
+        SX = tl.load(sbase + rowX[:, None] * DV + cols_v[None, :],
+                     mask=validX[:, None] & vmask[None, :], other=0.0)
+        SX = SX / gX[:, None]
+        zA = tl.load(zbase + rowA) / gA
+        zX = tl.load(zbase + rowX, mask=validX, other=0.0) / gX
     else:
         SA = tl.zeros([128, BLOCK_DV], dtype=tl.float32)
         SX = tl.zeros([32, BLOCK_DV], dtype=tl.float32)
@@ -307,9 +311,6 @@ def _based_chunk_kernel(
                                  tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
 
     if WRITE_STATE:
-        rowA, gA, rowX, gX, validX = _state_rows(scale)
-        gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
-        gX = gX * facX
         sbase_o = so_ptr + pid_s * so_seg + b * so_b + h * so_h
         tl.store(sbase_o + rowA[:, None] * DV + cols_v[None, :], SA * gA[:, None], mask=vmask[None, :])
         tl.store(sbase_o + rowX[:, None] * DV + cols_v[None, :], SX * gX[:, None],
@@ -393,8 +394,6 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     n_v = triton.cdiv(dv, block_dv)
     dot_dtype, precision = _dot_config(k.dtype)
     sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
-    if init is not None:
-        init = _internal_state(init[0], init[1], bool(sel16))
     if q is None:
         q = k
     if out is None:
@@ -448,44 +447,6 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
         # is not required: chunks only tile each segment, seg_len stays a multiple of BT.
         flags["BT"] = 32 if seg_len % 64 else 64
         LAST_KERNEL = _based_chunk_kernel[grid](*args, **flags, num_warps=4, num_stages=1)
-
-
-_INTERNAL_ROWS: dict = {}
-
-
-def _internal_rows(sel16: bool, device: torch.device):
-    """The kernel's state columns (block A, then block X) as reference-layout rows and factors, S_ref[row] =
-    g · S_internal[col] (``_state_rows`` times the sel16 ``fac``); ``valid`` 0 for the 7 zero columns of X."""
-    key = (sel16, str(device))
-    if key not in _INTERNAL_ROWS:
-        scale = torch.tensor(1.0 / math.sqrt(F_SUPPORTED), dtype=torch.float32)
-        cA = torch.arange(128)
-        aA, dA = cA % 16, cA // 16
-        bA = (aA + dA) % 16
-        lo, hi = torch.minimum(aA, bA), torch.maximum(aA, bA)
-        rowA = 17 + (lo * (31 - lo)) // 2 + hi
-        gA = torch.where(dA == 0, scale * torch.tensor(1.4142135623730951, dtype=torch.float32), scale)
-        cX = torch.arange(32)
-        loX = (cX - 16).clamp(min=0)
-        rowX = torch.where(cX < 16, cX + 1, torch.where(cX < 24, 17 + (loX * (31 - loX)) // 2 + loX + 8, 0))
-        validX = cX < 25
-        rowX = torch.where(validX, rowX, 0)
-        gX = torch.where(cX < 16, torch.sqrt(scale), torch.where(cX < 24, scale, torch.tensor(1.0)))
-        if sel16:
-            gA = gA * 256.0
-            gX = gX * torch.where(cX < 16, 16.0, torch.where(cX < 24, 256.0, 1.0))
-        rows = torch.cat([rowA, rowX])
-        inv = torch.cat([1.0 / gA, torch.where(validX, 1.0 / gX, 0.0)]).to(torch.float32)
-        _INTERNAL_ROWS[key] = (rows.to(device), inv.to(device))
-    return _INTERNAL_ROWS[key]
-
-
-def _internal_state(S: torch.Tensor, z: torch.Tensor, sel16: bool):
-    """Reference-layout states ([..., 153, dv], [..., 153]) in the kernel's column layout ([..., 160, dv])."""
-    rows, inv = _internal_rows(sel16, S.device)
-    Si = (S.index_select(-2, rows) * inv[:, None]).contiguous()
-    zi = (z.index_select(-1, rows) * inv).contiguous()
-    return Si, zi
 
 
 def _tma_hardware(device: torch.device) -> bool:
