@@ -6,8 +6,8 @@ S_e = Σ_{s∈enc} φ(k^e_s) v^eᵀ_s, z_e = Σ_{s∈enc} φ(k^e_s) (the referen
 
 Two launches (three with sequence segments):
 1. the state-only pass of the chunk kernel over (k_enc, v_enc, enc_mask), non-causal: every chunk
-   adds φ(k^e)ᵀV^e; chunks without an encoder token are skipped (the mask is read, nothing else),
-   so an encoder of M tokens costs M tokens of key/value reads whatever T is;
+   adds φ(k^e)ᵀV^e; it visits only the chunks between each row's first and last encoder token, so an
+   encoder of M tokens costs M tokens of key/value reads whatever T is;
 2. the Based output pass over (q, k, v, key_mask) starting from (S_e, z_e).
 ``enc_mask`` may be any [B, T] pattern (the adapters pass the first M' real tokens of each row).
 """

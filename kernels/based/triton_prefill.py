@@ -26,7 +26,8 @@ Algorithm, per (batch, head, dv block, sequence segment) program, looping over c
 
 Tuned options (``config``; defaults in ``_default_config``, measured in benchmarks/README.md):
 ``BT`` chunk length (64), ``BLOCK_DV`` value columns per program (64), ``num_warps`` (4: one
-warpgroup), ``num_stages`` (2), ``kt`` (key features built transposed, so the update's A operand
+warpgroup), ``tma`` (tiles by the tensor memory accelerator on Hopper), ``num_stages`` (3 with TMA,
+else 2), ``kt`` (key features built transposed, so the update's A operand
 comes from registers), ``sel16`` (16-bit inputs: selections and feature products in fp16 with
 fp16 accumulators, keys scaled by 1/16 first; half the registers of fp32 tiles; finite for
 |k| < 4096 and |q| < 1024 -- fp32 inputs never use it).
@@ -38,7 +39,8 @@ load/store time (`g` factors below), so a prefill by one implementation hands of
 another.
 
 Masks: ``key_mask [B, T]`` (True = real token) may be any pattern (left padding is the common
-case); a masked key contributes nothing to numerator, denominator or state. A masked query row
+case); a masked key contributes nothing to numerator, denominator or state. A mask that is one run
+per row (``mask_is_range``) is computed in the kernel from the run's ends instead of read. A masked query row
 whose visible keys are all masked gets 0 (as the reference: 0 / ε).
 """
 from __future__ import annotations
