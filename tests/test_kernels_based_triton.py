@@ -211,6 +211,28 @@ def test_range_masks_equal_read_masks(dtype):
     assert same(o1, o2) and same(s1.S, s2.S), (rel(o1, o2), rel(s1.S, s2.S))
 
 
+def test_tma_scratch_allocator_is_set_only_when_missing():
+    """Descriptors made in the kernel need a global scratch from Triton's process-wide allocator: ours is installed
+    when none is set, and a caller's own allocator is left in place."""
+    from triton.runtime import _allocation
+
+    from jrt_eval.kernels.based import triton_prefill as tp
+
+    token = _allocation._allocator.set(_allocation.NullAllocator())
+    try:
+        tp._ensure_allocator()
+        assert _allocation._allocator.get() is tp._scratch
+
+        def mine(size, alignment, stream):
+            return torch.empty(size, dtype=torch.int8)
+
+        triton.set_allocator(mine)
+        tp._ensure_allocator()
+        assert _allocation._allocator.get() is mine
+    finally:
+        _allocation._allocator.reset(token)
+
+
 def test_key_range_of_masks():
     """The state pass visits [first key, last key + 1) of each row; a row without keys visits nothing."""
     from jrt_eval.kernels.based.triton_prefill import key_range
