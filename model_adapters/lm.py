@@ -71,6 +71,13 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return dev
 
 
+def make_current(device: torch.device) -> None:
+    """A numbered CUDA device (``device=cuda:1``) becomes the current one: Triton launches its kernels, and torch
+    captures CUDA graphs, on the current device, whatever device the tensors live on."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
 def resolve_dtype(dtype, family: str, device: torch.device, hazy_mamba: bool = False) -> tuple:
     """(weight dtype, autocast dtype or None) for a dtype name; "auto" = the paper's precision on CUDA."""
     name = str(dtype or "auto").replace("torch.", "").lower()
@@ -117,6 +124,7 @@ class JRTLM(TemplateLM):
         config = read_config(folder)
         hazy_mamba = self.family == "mamba" and is_hazy_mamba(config)
         self._device = resolve_device(device)
+        make_current(self._device)
         weight_dtype, self._autocast = resolve_dtype(dtype, self.family, self._device, hazy_mamba)
         self.reference_quirks = _as_bool(reference_quirks)
 

@@ -174,3 +174,16 @@ def test_family_loader_options_pass_through(tmp_path_factory, caplog):
         hf.generate_until(gen_requests(PROMPTS[:2]), disable_tqdm=True)
     f32 = _family_class("mamba")(pretrained=path, device="cpu", batch_size=2, state_dtype="float32")
     assert f32.model.state_dtype == "float32" and fast.model.state_dtype == "model"
+
+
+def test_a_numbered_cuda_device_becomes_current(monkeypatch):
+    """``device=cuda:1``: Triton launches on the current device, not on the tensors' one, so the adapter makes the
+    requested device current; a plain ``cuda`` or the CPU leaves the current device alone."""
+    from jrt_eval.model_adapters import lm as lm_mod
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(d))
+    lm_mod.make_current(torch.device("cuda:1"))
+    lm_mod.make_current(torch.device("cuda"))
+    lm_mod.make_current(torch.device("cpu"))
+    assert calls == [torch.device("cuda:1")]
