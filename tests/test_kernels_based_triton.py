@@ -212,6 +212,17 @@ def test_range_masks_equal_read_masks(dtype):
 
 
 @here
+@pytest.mark.parametrize("T", [1, 3, 64])
+def test_tma_tiles_at_tiny_lengths(T):
+    """A 1-token prompt (the adapters prefill any length): a 64-row TMA box over a 1-row sequence."""
+    B, H, dv = 2, 2, 64
+    q, k, v = make(B, T, H, dv, torch.bfloat16, seed=50 + T)
+    o, st = triton_prefill.based_prefill_triton(q, k, v, output_final_state=True, config={"tma": True})
+    want, wst = R.based_attention_chunked(ref64(q), ref64(k), ref64(v), output_final_state=True)
+    assert rel(o, want) < TOL[torch.bfloat16] and rel(st.S, wst.S) < 5e-3
+
+
+@here
 def test_unaligned_rows_fall_back_to_pointer_tiles():
     """TMA needs 16-byte row strides: a value width of 36 bf16 (72-byte rows) takes the pointer loads, same math."""
     B, T, H, dv = 1, 70, 2, 36
