@@ -31,12 +31,10 @@
 #   bash benchmarks/gpu_pending.sh 16  # Nsight Compute stall profile of the Based prefill and its state-only pass
 #                                      # (sixth session; benchmarks/ncu_based.py, ncu_stalls.py)
 #   bash benchmarks/gpu_pending.sh 17  # TMA tiles for the Based prefill / state pass: tune, headline, stall profile
-#   bash benchmarks/gpu_pending.sh 18  # TMA defaults: GPU kernel tests, headline vs FA2 / cuDNN / fla, hazy families
 #   bash benchmarks/gpu_pending.sh 19  # TMA defaults: JRT-RNN's parts, the prefill sweep (N 2048-32768, B 1-64)
-#   bash benchmarks/gpu_pending.sh 20  # range masks + initial states in the kernel's layout: GPU tests, JRT-RNN's
-#                                      # parts, headline, hazy families
 #   bash benchmarks/gpu_pending.sh 21  # the sixth session's final code: headline, JRT-RNN's parts, GPU kernel tests,
-#                                      # hazy families at 950 tokens
+#                                      # hazy families at 950 tokens (18 and 20, the same checks on intermediate
+#                                      # versions, now run these)
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
@@ -176,14 +174,6 @@ case $part in
     ncu --import /tmp/ncu_tma.ncu-rep --page details 2>&1 | grep -E "Duration|Issue Slots Busy|Registers Per|Local Memory Spilling Requests " 
     sed -n 2,60p "$out/ncu_tma_stalls.txt"
     ;;
-18)
-    # the TMA defaults (sixth session): kernel tests on the GPU, the headline against FA2 / cuDNN / fla, the hazy
-    # families' parity and speed (their prefill runs these kernels)
-    python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -6 | tee "$out/pytest.txt"
-    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
-        fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -12
-    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --deadline 240 2>&1 | tail -40
-    ;;
 19)
     # JRT-RNN's two launches timed apart, then the prefill sweep with the TMA defaults: N 2048 / 8192 / 32768 x
     # B 1 / 4 / 16 / 64
@@ -191,18 +181,10 @@ case $part in
     python3 benchmarks/prefill.py --N 2048 8192 32768 --B 1 4 16 64 --impls ours_based@2N ours_pla@N fa2@N \
         fla_fused_chunk@2N --out "$out/bench_prefill.csv" 2>&1 | tail -24
     ;;
-20)
-    # contiguous masks as ranges (mask_is_range) and initial states in the kernel's layout: kernel tests on the
-    # GPU, JRT-RNN's parts, the headline, the hazy families (their layers pass range masks)
-    python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -4 | tee "$out/pytest.txt"
-    python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
-    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
-        fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -8
-    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --deadline 200 2>&1 | tail -40
-    ;;
-21)
+18 | 20 | 21)
     # the sixth session's final code (TMA tiles, range masks, V unmasked): headline, JRT-RNN's parts, kernel tests
-    # on the GPU, hazy families' parity and speed at 950 tokens
+    # on the GPU, hazy families' parity and speed at 950 tokens (parts 18 and 20 ran these checks on intermediate
+    # versions of the code, which are gone)
     python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
         fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -8
     python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"

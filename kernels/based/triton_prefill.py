@@ -395,7 +395,6 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     block_dv = cfg["BLOCK_DV"]
     n_v = triton.cdiv(dv, block_dv)
     dot_dtype, precision = _dot_config(k.dtype)
-    sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
     if q is None:
         q = k
     if out is None:
@@ -417,6 +416,7 @@ def _launch(q, k, v, out, mask_u8, init, state_out, T, seg_len, n_seg, scale, ep
     so, so_seg, so_b, so_h = st(state_out[0] if state_out is not None else None, out_seg)
     zo, zo_seg, zo_b, zo_h = st(state_out[1] if state_out is not None else None, out_seg)
     grid = (n_v, n_seg, B * H)
+    sel16 = cfg.get("sel16", False) and (dot_dtype != tl.float32 or cfg.get("sel16") == "force")
     tma = cfg.get("tma", False)
     use_tma = (_tma_hardware(k.device) if tma == "auto" else bool(tma)) and _tma_ok(q, k, v, out)
     extra = dict(SEL16=bool(sel16), KT=bool(cfg.get("kt", False)), TMA=use_tma,
@@ -651,7 +651,7 @@ def state_from_keys_triton(
     n_seg = max(1, min(n_seg, n_chunks))
     seg_len = triton.cdiv(n_chunks, n_seg) * cfg["BT"]
     n_seg = triton.cdiv(T, seg_len)
-    S, z = segment_states(k, v, mask_u8, rng, T, n_seg, seg_len, scale, cfg, skip_empty=skip_empty and rng is not None)
+    S, z = segment_states(k, v, mask_u8, rng, T, n_seg, seg_len, scale, cfg, skip_empty=skip_empty)
     if n_seg == 1:
         return BasedState(S[0], z[0])
     return BasedState(S.sum(0), z.sum(0))

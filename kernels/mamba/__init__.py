@@ -31,7 +31,6 @@ __all__ = ["add_rms_norm", "causal_conv1d", "conv_step", "conv_tail", "fla_usabl
            "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
 
 
-
 @functools.lru_cache(maxsize=None)
 def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
