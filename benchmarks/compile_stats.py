@@ -8,7 +8,8 @@ Each kernel's host launcher runs on CPU tensors at the published models' widths 
 recorded, and every launch is compiled for ``sm_<arch>`` with the ptxas Triton ships
 (``jrt_eval.kernels.aot``). Printed per launch: registers per thread, spill stack (bytes per thread),
 shared memory, and counts of SASS instructions: HGMMA (wgmma), HMMA (mma.sync), LDS/STS (shared
-memory), LDL/STL (spill traffic), BAR (barriers). ``--config`` overrides the tile config of the Based
+memory), LDL/STL (spill traffic), BAR (barriers), and the LDL / STL inside the main loop (``loop_ldl``,
+``loop_stl``: they run once per chunk). ``--config`` overrides the tile config of the Based
 kernels (as ``JRT_EVAL_BASED_CONFIG``) or of the SSD prefill (as ``JRT_EVAL_SSD_CONFIG``).
 
 Register pressure is what limits these kernels (benchmarks/README.md), so this ranks configs before
@@ -31,7 +32,7 @@ import torch  # noqa: E402
 from jrt_eval.kernels import aot  # noqa: E402
 
 ENV = {"based_prefill": "JRT_EVAL_BASED_CONFIG", "based_prefill_segmented_masked": "JRT_EVAL_BASED_CONFIG",
-       "pla_prefill": "JRT_EVAL_BASED_CONFIG", "ssd_prefill": "JRT_EVAL_SSD_CONFIG"}
+       "pla_prefill": "JRT_EVAL_BASED_CONFIG", "pla_prefill_ranges": "JRT_EVAL_BASED_CONFIG", "ssd_prefill": "JRT_EVAL_SSD_CONFIG"}
 
 
 def main(argv=None):

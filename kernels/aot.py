@@ -168,7 +168,45 @@ def compile_launch(launch: Launch, arch: int = 90, sass: bool = True) -> dict:
             # tensor-memory-accelerator copies (Hopper): tile loads / stores issued by one thread
             out["utmaldg"] = len(re.findall(r"\bUTMALDG\b", text))
             out["utmastg"] = len(re.findall(r"\bUTMASTG\b", text))
+            out.update(main_loop_counts(text))
     return out
+
+
+def main_loop_counts(sass: str) -> dict:
+    """Spill loads / stores (LDL / STL) and instructions inside the kernel's main loop: the body of the longest
+    predicated backward branch (a loop's back edge; the unconditional ones are barrier-wait retries). Spills in the
+    loop run once per chunk, those outside once per program, so this ranks variants better than the stack size."""
+    lines = sass.splitlines()
+    label_at: dict = {}
+    ins: list = []
+    pending: list = []
+    for line in lines:
+        lab = re.match(r"\s*\.(L_x_\d+):", line)
+        if lab:
+            pending.append(lab.group(1))
+            continue
+        m = re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
+        if m:
+            addr = int(m.group(1), 16)
+            for name in pending:
+                label_at[name] = addr
+            pending = []
+            ins.append((addr, m.group(2).strip()))
+    best = None
+    for addr, text in ins:
+        m = re.match(r"@!?P\w+\s+BRA\b.*\(\.(L_x_\d+)\)", text)
+        if m and m.group(1) in label_at:
+            target = label_at[m.group(1)]
+            if target < addr - 0x10 and (best is None or addr - target > best[1] - best[0]):
+                best = (target, addr)
+    if best is None:
+        return {"loop_instructions": 0, "loop_ldl": 0, "loop_stl": 0}
+    body = [text for addr, text in ins if best[0] <= addr <= best[1]]
+
+    def count(op):
+        return sum(1 for text in body if re.match(rf"(@!?U?P\w+\s+)?{op}\b", text))
+
+    return {"loop_instructions": len(body), "loop_ldl": count("LDL"), "loop_stl": count("STL")}
 
 
 # ------------------------------------------------------------------------------------------ cases
@@ -200,6 +238,17 @@ def _cases() -> dict:
         q, k, ke = (rn(B, T, H, 16, dtype=dtype) for _ in range(3))
         v, ve = (rn(B, T, H, 64, dtype=dtype) for _ in range(2))
         triton_pla.pla_prefill_triton(q, k, v, ke, ve, enc, output_final_state=True)
+
+    def pla_prefill_ranges(dtype):  # as the adapters call it: left padding, an encoder prefix, both as ranges
+        from .based import triton_pla
+
+        B, T, H = 2, 256, 2
+        km = torch.ones(B, T, dtype=torch.bool)
+        km[1, :40] = False
+        enc = km & (torch.cumsum(km.long(), 1) <= 100)
+        q, k, ke = (rn(B, T, H, 16, dtype=dtype) for _ in range(3))
+        v, ve = (rn(B, T, H, 64, dtype=dtype) for _ in range(2))
+        triton_pla.pla_prefill_triton(q, k, v, ke, ve, enc, key_mask=km, output_final_state=True, masks_are_ranges=True)
 
     def based_step(dtype):
         from .based import triton_decode
@@ -284,7 +333,7 @@ def _cases() -> dict:
     return {
         "based_prefill": based_prefill,
         "based_prefill_segmented_masked": lambda dt: based_prefill(dt, n_seg=2, masked=True),
-        "pla_prefill": pla_prefill, "based_step": based_step, "mamba_scan": mamba_scan, "mamba_step": mamba_step,
+        "pla_prefill": pla_prefill, "pla_prefill_ranges": pla_prefill_ranges, "based_step": based_step, "mamba_scan": mamba_scan, "mamba_step": mamba_step,
         "gla_step": gla_step, "ssd_prefill": ssd_prefill, "ssd_step": ssd_step, "conv_prefill": conv_prefill,
         "conv_step": conv_step, "gated_norm": gated_norm, "silu_mul": silu_mul,
     }
