@@ -35,10 +35,14 @@
 #   bash benchmarks/gpu_pending.sh 21  # the sixth session's final code: headline, JRT-RNN's parts, GPU kernel tests,
 #                                      # hazy families at 950 tokens (18 and 20, the same checks on intermediate
 #                                      # versions, now run these)
+#   bash benchmarks/gpu_pending.sh 22  # (seventh session) JRT-RNN's state pass over key ranges by TMA windows, the
+#                                      # Based pass from an initial state with its row map rebuilt after the loop:
+#                                      # JRT-RNN's parts, headline, GPU kernel tests, hazy families at 950 tokens
+#   bash benchmarks/gpu_pending.sh 23  # JRT-RNN's parts, then tile configs of its two launches (pla_parts.py --tune)
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 21}
+part=${1:?part 1 to 23}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -191,8 +195,19 @@ case $part in
     python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -4 | tee "$out/pytest.txt"
     python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --lengths 950 --deadline 150 2>&1 | tail -30
     ;;
+22)
+    python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
+    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
+        fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -8
+    python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -4 | tee "$out/pytest.txt"
+    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --lengths 950 --deadline 150 2>&1 | tail -30
+    ;;
+23)
+    python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
+    python3 benchmarks/pla_parts.py --tune --deadline 420 2>&1 | tee "$out/pla_tune.txt"
+    ;;
 *)
-    echo "part must be 1 to 21" >&2
+    echo "part must be 1 to 23" >&2
     exit 2
     ;;
 esac
