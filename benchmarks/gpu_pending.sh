@@ -39,10 +39,12 @@
 #                                      # Based pass from an initial state with its row map rebuilt after the loop:
 #                                      # JRT-RNN's parts, headline, GPU kernel tests, hazy families at 950 tokens
 #   bash benchmarks/gpu_pending.sh 23  # JRT-RNN's parts, then tile configs of its two launches (pla_parts.py --tune)
+#   bash benchmarks/gpu_pending.sh 24  # the prefill sweep (N 2048 / 8192 / 32768 x B 1 / 4 / 16 / 64) on the
+#                                      # seventh session's code (JRT-RNN's masks as ranges, as the adapters pass them)
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 23}
+part=${1:?part 1 to 24}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -206,8 +208,12 @@ case $part in
     python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
     python3 benchmarks/pla_parts.py --tune --deadline 420 2>&1 | tee "$out/pla_tune.txt"
     ;;
+24)
+    python3 benchmarks/prefill.py --N 2048 8192 32768 --B 1 4 16 64 --impls ours_based@2N ours_pla@N fa2@N \
+        fla_fused_chunk@2N --out "$out/bench_prefill.csv" 2>&1 | tail -24
+    ;;
 *)
-    echo "part must be 1 to 23" >&2
+    echo "part must be 1 to 24" >&2
     exit 2
     ;;
 esac
