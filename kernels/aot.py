@@ -248,7 +248,8 @@ def _cases() -> dict:
         enc = km & (torch.cumsum(km.long(), 1) <= 100)
         q, k, ke = (rn(B, T, H, 16, dtype=dtype) for _ in range(3))
         v, ve = (rn(B, T, H, 64, dtype=dtype) for _ in range(2))
-        triton_pla.pla_prefill_triton(q, k, v, ke, ve, enc, key_mask=km, output_final_state=True, masks_are_ranges=True)
+        triton_pla.pla_prefill_triton(q, k, v, ke, ve, enc, key_mask=km, output_final_state=True,
+                                      masks_are_ranges=True)
 
     def based_step(dtype):
         from .based import triton_decode
@@ -333,8 +334,8 @@ def _cases() -> dict:
     return {
         "based_prefill": based_prefill,
         "based_prefill_segmented_masked": lambda dt: based_prefill(dt, n_seg=2, masked=True),
-        "pla_prefill": pla_prefill, "pla_prefill_ranges": pla_prefill_ranges, "based_step": based_step, "mamba_scan": mamba_scan, "mamba_step": mamba_step,
-        "gla_step": gla_step, "ssd_prefill": ssd_prefill, "ssd_step": ssd_step, "conv_prefill": conv_prefill,
+        "pla_prefill": pla_prefill, "pla_prefill_ranges": pla_prefill_ranges, "based_step": based_step,
+        "mamba_scan": mamba_scan, "mamba_step": mamba_step, "gla_step": gla_step, "ssd_prefill": ssd_prefill, "ssd_step": ssd_step, "conv_prefill": conv_prefill,
         "conv_step": conv_step, "gated_norm": gated_norm, "silu_mul": silu_mul,
     }
 

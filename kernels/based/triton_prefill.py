@@ -700,4 +700,3 @@ def state_from_keys_triton(
     if n_seg == 1:
         return BasedState(S[0], z[0])
     return BasedState(S.sum(0), z.sum(0))
-
