@@ -32,7 +32,8 @@ import torch  # noqa: E402
 from jrt_eval.kernels import aot  # noqa: E402
 
 ENV = {"based_prefill": "JRT_EVAL_BASED_CONFIG", "based_prefill_segmented_masked": "JRT_EVAL_BASED_CONFIG",
-       "pla_prefill": "JRT_EVAL_BASED_CONFIG", "pla_prefill_ranges": "JRT_EVAL_BASED_CONFIG", "ssd_prefill": "JRT_EVAL_SSD_CONFIG"}
+       "pla_prefill": "JRT_EVAL_BASED_CONFIG", "pla_prefill_ranges": "JRT_EVAL_BASED_CONFIG",
+       "ssd_prefill": "JRT_EVAL_SSD_CONFIG"}
 
 
 def main(argv=None):
