@@ -336,7 +336,8 @@ def _cases() -> dict:
         "based_prefill_segmented_masked": lambda dt: based_prefill(dt, n_seg=2, masked=True),
         "pla_prefill": pla_prefill, "pla_prefill_ranges": pla_prefill_ranges, "based_step": based_step,
         "mamba_scan": mamba_scan, "mamba_step": mamba_step, "gla_step": gla_step, "ssd_prefill": ssd_prefill,
-        "ssd_step": ssd_step, "conv_prefill": conv_prefill, "conv_step": conv_step, "gated_norm": gated_norm, "silu_mul": silu_mul,
+        "ssd_step": ssd_step, "conv_prefill": conv_prefill, "conv_step": conv_step, "gated_norm": gated_norm,
+        "silu_mul": silu_mul,
     }
 
 

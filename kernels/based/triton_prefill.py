@@ -212,7 +212,8 @@ def _based_chunk_kernel(
     # for the output pass, after it (below, at WRITE_STATE) for the state-only pass (its loop's spill loads / stores
     # per chunk, sm_90: 0 vs 11 without a mask, 3 vs 44 over a key range; H100, N = 32768, B = 16, no mask: 0.70-0.72
     # vs 0.75 ms). For the pass from an initial state, rebuilding it after the loop ran slower (2.75 vs 2.41 ms).
-    if COMPUTE_OUT or HAS_INIT:
+    ROWS_FIRST: tl.constexpr = COMPUTE_OUT or HAS_INIT
+    if ROWS_FIRST:
         rowA, gA, rowX, gX, validX = _state_rows(scale)
         gA = gA * facA  # S_ref[row] = g * fac * S_internal[col]
         gX = gX * facX
@@ -241,7 +242,7 @@ def _based_chunk_kernel(
     t_start = pid_s * seg_len
     c_begin = 0
     c_end = seg_len // BT
-    t_end = T  # rows at or past t_end are not keys (TMA: they arrive as zeros)
+    t_end = T  # rows at or past t_end are not keys (masked; by TMA they arrive as zeros)
     if HAS_RANGE or MASK_RANGE:
         key_lo = tl.load(rng_ptr + 2 * b)  # the row's keys: [key_lo, key_hi)
         key_hi = tl.load(rng_ptr + 2 * b + 1)
@@ -271,13 +272,12 @@ def _based_chunk_kernel(
         c_end = tl.where(hi > lo, (hi + BT - 1) // BT, c_begin)
     for c in range(c_begin, c_end):
         offs_t = t_start + c * BT + ii
-        tmask = offs_t < T
+        tmask = offs_t < t_end
         offs_t64 = offs_t.to(tl.int64)
-        if WINDOW:
-            m = (offs_t < t_end).to(tl.float32)
-        elif HAS_MASK:
+        if HAS_MASK:
             m = tl.load(m_ptr + b * smb + offs_t64 * smt, mask=tmask, other=0).to(tl.float32)
-        elif MASK_RANGE:  # a contiguous mask, from positions: no load, and no layout conversions of a loaded one
+        elif MASK_RANGE and not WINDOW:
+            # a contiguous mask, from positions: no load, and no layout conversions of a loaded one
             m = ((offs_t >= key_lo) & (offs_t < key_hi)).to(tl.float32)
         else:
             m = tmask.to(tl.float32)
@@ -331,7 +331,7 @@ def _based_chunk_kernel(
                                  tbPX, tbQX, ksc, DOT_DTYPE, PRECISION, SEL16, KT)
 
     if WRITE_STATE:
-        if not (COMPUTE_OUT or HAS_INIT):
+        if not ROWS_FIRST:
             rowA, gA, rowX, gX, validX = _state_rows(scale)
             gA = gA * facA
             gX = gX * facX
@@ -564,8 +564,7 @@ def key_range(mask_u8: torch.Tensor) -> torch.Tensor:
     one launch (the eight small torch ops it replaced took 0.15 ms at B = 16, T = 32768 on an H100)."""
     B, T = mask_u8.shape
     if mask_u8.device.type == "cuda" or interpreting():
-        m = mask_u8 if mask_u8.dtype == torch.uint8 else mask_u8.to(torch.bool).view(torch.uint8)
-        m = m if m.stride(-1) == 1 else m.contiguous()
+        m = mask_u8 if mask_u8.dtype == torch.uint8 and mask_u8.stride(-1) == 1 else _mask_u8(mask_u8)
         out = torch.empty(B, 2, dtype=torch.int32, device=m.device)
         if B:
             _key_range_kernel[(B,)](m, out, T, m.stride(0), BLOCK=4096, num_warps=8)
