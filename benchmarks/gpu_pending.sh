@@ -35,12 +35,10 @@
 #   bash benchmarks/gpu_pending.sh 21  # the sixth session's final code: headline, JRT-RNN's parts, GPU kernel tests,
 #                                      # hazy families at 950 tokens (18 and 20, the same checks on intermediate
 #                                      # versions, now run these)
-#   bash benchmarks/gpu_pending.sh 22  # (seventh session) JRT-RNN's state pass over key ranges by TMA windows, the
-#                                      # Based pass from an initial state with its row map rebuilt after the loop:
-#                                      # JRT-RNN's parts, headline, GPU kernel tests, hazy families at 950 tokens
+#   bash benchmarks/gpu_pending.sh 22  # the same checks as 21, on the seventh session's code (JRT-RNN's state pass
+#                                      # over key ranges by TMA windows, key_range in one launch)
 #   bash benchmarks/gpu_pending.sh 23  # JRT-RNN's parts, then tile configs of its two launches (pla_parts.py --tune)
-#   bash benchmarks/gpu_pending.sh 24  # the prefill sweep (N 2048 / 8192 / 32768 x B 1 / 4 / 16 / 64) on the
-#                                      # seventh session's code (JRT-RNN's masks as ranges, as the adapters pass them)
+#   bash benchmarks/gpu_pending.sh 24  # part 19 (JRT-RNN's parts, the prefill sweep) on the seventh session's code
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
@@ -180,37 +178,26 @@ case $part in
     ncu --import /tmp/ncu_tma.ncu-rep --page details 2>&1 | grep -E "Duration|Issue Slots Busy|Registers Per|Local Memory Spilling Requests " 
     sed -n 2,60p "$out/ncu_tma_stalls.txt"
     ;;
-19)
-    # JRT-RNN's two launches timed apart, then the prefill sweep with the TMA defaults: N 2048 / 8192 / 32768 x
-    # B 1 / 4 / 16 / 64
+19 | 24)
+    # JRT-RNN's two launches timed apart, then the prefill sweep: N 2048 / 8192 / 32768 x B 1 / 4 / 16 / 64 (19 on the
+    # sixth session's code, 24 on the seventh's)
     python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
     python3 benchmarks/prefill.py --N 2048 8192 32768 --B 1 4 16 64 --impls ours_based@2N ours_pla@N fa2@N \
         fla_fused_chunk@2N --out "$out/bench_prefill.csv" 2>&1 | tail -24
     ;;
-18 | 20 | 21)
-    # the sixth session's final code (TMA tiles, range masks, V unmasked): headline, JRT-RNN's parts, kernel tests
-    # on the GPU, hazy families' parity and speed at 950 tokens (parts 18 and 20 ran these checks on intermediate
-    # versions of the code, which are gone)
+18 | 20 | 21 | 22)
+    # the code of the day: headline, JRT-RNN's parts, kernel tests on the GPU, hazy families' parity and speed at 950
+    # tokens (parts 18 and 20 ran these checks on intermediate versions of the sixth session's code, 21 on its final
+    # code, 22 on the seventh session's)
     python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
         fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -8
     python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
-    python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -4 | tee "$out/pytest.txt"
-    python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --lengths 950 --deadline 150 2>&1 | tail -30
-    ;;
-22)
-    python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
-    python3 benchmarks/prefill.py --N 32768 --B 16 --impls ours_based@2N ours_based@N ours_pla@N fa2@N cudnn@N \
-        fla_fused_chunk@2N --out "$out/bench_prefill_headline.csv" 2>&1 | tail -8
     python3 -m pytest -q -p no:cacheprovider tests/test_kernels_based_triton.py 2>&1 | tail -4 | tee "$out/pytest.txt"
     python3 benchmarks/gpu_check_hazy.py --out "$out/hazy" --reps 1 --lengths 950 --deadline 150 2>&1 | tail -30
     ;;
 23)
     python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
     python3 benchmarks/pla_parts.py --tune --deadline 420 2>&1 | tee "$out/pla_tune.txt"
-    ;;
-24)
-    python3 benchmarks/prefill.py --N 2048 8192 32768 --B 1 4 16 64 --impls ours_based@2N ours_pla@N fa2@N \
-        fla_fused_chunk@2N --out "$out/bench_prefill.csv" 2>&1 | tail -24
     ;;
 *)
     echo "part must be 1 to 24" >&2

@@ -32,7 +32,6 @@ def main(argv=None):
                          "range, under a grid of tile configs")
     ap.add_argument("--deadline", type=float, default=480.0, help="--tune: stop starting configs after this many s")
     args = ap.parse_args(argv)
-    import triton
 
     from jrt_eval.kernels.based.triton_pla import pla_prefill_triton
     from jrt_eval.kernels.based.triton_prefill import based_prefill_triton, key_range, state_from_keys_triton
@@ -68,9 +67,15 @@ def main(argv=None):
     ]
     print(f"B={B} N={N} H={H} dv={DV} bf16 ({torch.cuda.get_device_name()})")
     for name, fn in rows:
-        fn()
-        ms = triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
-        print(f"  {name:<52} {ms:8.3f} ms", flush=True)
+        print(f"  {name:<52} {median_ms(fn):8.3f} ms", flush=True)
+
+
+def median_ms(fn) -> float:
+    """Median of ``triton.testing.do_bench`` after one untimed call (compilation)."""
+    import triton
+
+    fn()
+    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
 
 
 TUNE_PASS = [{}, {"num_stages": 2}, {"num_stages": 4}, {"tma": "loads"}, {"BLOCK_DV": 32},
@@ -82,8 +87,6 @@ TUNE_STATE = [{}, {"num_stages": 2}, {"num_stages": 4}, {"BT": 64}, {"BT": 256},
 def tune(q, k, v, ke, ve, full, enc, deadline):
     """Each config's median, printed as it goes (configs over the prefill's / state pass's defaults)."""
     import time
-
-    import triton
 
     from jrt_eval.kernels.based.triton_prefill import based_prefill_triton, state_from_keys_triton
 
@@ -99,9 +102,7 @@ def tune(q, k, v, ke, ve, full, enc, deadline):
             print(f"  (deadline: {name} and later not run)", flush=True)
             break
         try:
-            fn()
-            ms = triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
-            print(f"  {name:<72} {ms:8.3f} ms", flush=True)
+            print(f"  {name:<72} {median_ms(fn):8.3f} ms", flush=True)
         except Exception as e:  # a config that does not compile / fit: say so, go on
             print(f"  {name:<72} failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
 
