@@ -349,11 +349,33 @@ def _mamba_model(family, cfg, dev, dtype, impl="fast", seed=0, kernels="auto", *
     return mamba.load_weights(model, weights, f"random {family}", dev, dtype, **load_opts)
 
 
+def _gla_weights(cfg, dev, seed=0):
+    """Random GLA weights rounded to bfloat16, the dtype the published checkpoints store (model.safetensors, 2.73 GB
+    for GLA-1.3B), held as float32: every run in any dtype starts from the same bf16 values, so an fp32 run is
+    "an fp32 run of the same weights" as a bf16 run (before 2026-11-24 the fp32 runs kept the unrounded values)."""
+    sd = gla.random_gla_weights(gla.parse_config(cfg), seed, dev)
+    return {k: v.to(torch.bfloat16).float() for k, v in sd.items()}
+
+
 def _gla_model(cfg, dev, dtype, seed=0, kernels="auto"):
     spec = gla.parse_config(cfg)
     model = gla.build_model(spec, cfg, device="meta", kernels=kernels)
-    model.load_state_dict(gla.random_gla_weights(spec, seed, dev), strict=True, assign=True)
+    model.load_state_dict(_gla_weights(cfg, dev, seed), strict=True, assign=True)
     return model.to(dev, dtype).eval()
+
+
+def _fla_gla(cfg, sd, dev, dtype):
+    """fla's own ``GLAForCausalLM`` of ``cfg`` with the weights ``sd`` (fla's names: ours), in ``dtype``."""
+    import fla  # noqa: F401
+    from fla.models import GLAConfig, GLAForCausalLM
+
+    fcfg = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures", "torch_dtype")}
+    if fcfg.get("attn_mode") == "fused_chunk":  # the published config's mode; fla 0.6.0 removed that kernel
+        fcfg["attn_mode"] = "chunk"  # (run on the H100, 2026-11-23: NotImplementedError in fla's layer)
+    with torch.device("meta"):
+        hf = GLAForCausalLM(GLAConfig(**fcfg))
+    hf.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
+    return hf.to(dev).eval()
 
 
 def decode_parity(model, ids, n, k):
@@ -595,18 +617,7 @@ def _anchor(family, cfg, ours, ids, mask, new_tokens, L, our_tokens, dev):
             hf = hf.to(dev).eval()
             name = "transformers_generate_bf16"
         else:
-            import fla  # noqa: F401
-            from fla.models import GLAConfig, GLAForCausalLM
-
-            fcfg = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures", "torch_dtype")}
-            if fcfg.get("attn_mode") == "fused_chunk":  # the published config's mode; fla 0.6.0 removed that kernel
-                fcfg["attn_mode"] = "chunk"  # (run on the H100, 2026-11-23: NotImplementedError in fla's layer)
-            fcfg = GLAConfig(**fcfg)
-            with torch.device("meta"):
-                hf = GLAForCausalLM(fcfg)
-            sd = {k: v.to(torch.bfloat16) for k, v in ours.state_dict().items()}
-            hf.load_state_dict(sd, strict=True, assign=True)
-            hf = hf.to(dev).eval()
+            hf = _fla_gla(cfg, ours.state_dict(), dev, torch.bfloat16)
             name = "fla_generate_bf16"
         t, toks, times = bench_hf_generate(hf, ids, mask, new_tokens, reps=3 if dev.type == "cuda" else 1)
         record(f"{key}.{name}_s_per_batch", round(t, 3), "median of " + " / ".join(f"{x:.3f}" for x in times))
@@ -659,6 +670,61 @@ def check_anchor_gla(dev, smoke, lengths=(1900,)):
         ids, mask = SPEED_INPUTS[("gla", L)]
         _anchor("gla", GLA_13B, ours, ids, mask, 48, L, SPEED_TOKENS.get(("gla", L, "bfloat16"), []), dev)
         del ours
+
+
+@section("agree_gla")
+def check_agree_gla(dev, smoke, L=950):
+    """Greedy agreement of GLA-1.3B in bf16 with an fp32 run of the same weights (rounded to bf16 as published, so
+    both runs see the same values), for ours and for fla's own ``GLAForCausalLM``: fla's bf16 against its own fp32
+    says what the issue's >= 99% asks of any bf16 implementation on these random weights. Also the first new
+    token's logits: max error of each bf16 run against its fp32 run, ours fp32 against fla's fp32, and the
+    top-1 / top-2 gaps of the fp32 logits (how close to ties the weights are)."""
+    B, NEW = (4, 6) if smoke else (32, 48)
+    L = 40 if smoke else L
+    cfg, vocab = family_config("gla", smoke)
+    ids, mask = speed_prompts(vocab, B, L, dev)
+    toks, first = {}, {}
+    dtypes = (torch.float32, torch.bfloat16) if dev.type == "cuda" else (torch.float32,)
+    for dt in dtypes:
+        if not need(60, f"agree.gla.ours.{dt}"):
+            return
+        m = _gla_model(cfg, dev, dt)
+        with torch.inference_mode():
+            first[("ours", dt)] = m.prefill(ids, mask)[0].float()
+        _, toks[("ours", dt)] = bench_ours(m, ids, mask, NEW, reps=1)
+        del m
+    try:
+        if dev.type != "cuda":
+            raise RuntimeError("fla's models run on CUDA only")
+        from fla.models import GLAForCausalLM  # noqa: F401
+    except Exception as exc:
+        record("agree.gla.fla", f"not run ({type(exc).__name__}: {exc})")
+    else:
+        sd = _gla_weights(cfg, dev)
+        for dt in dtypes:
+            if not need(90, f"agree.gla.fla.{dt}"):
+                break
+            hf = _fla_gla(cfg, sd, dev, dt)
+            with torch.inference_mode():
+                first[("fla", dt)] = hf(input_ids=ids, attention_mask=mask).logits[:, -1].float()
+            _, toks[("fla", dt)], _ = bench_hf_generate(hf, ids, mask, NEW, reps=1)
+            del hf
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    f32, b16 = torch.float32, torch.bfloat16
+    pairs = [("ours_bf16_vs_ours_fp32", ("ours", b16), ("ours", f32)), ("fla_bf16_vs_fla_fp32", ("fla", b16), ("fla", f32)),
+             ("ours_fp32_vs_fla_fp32", ("ours", f32), ("fla", f32)), ("ours_bf16_vs_fla_bf16", ("ours", b16), ("fla", b16)),
+             ("ours_bf16_vs_fla_fp32", ("ours", b16), ("fla", f32))]
+    for name, a, b in pairs:
+        if a in toks and b in toks:
+            record(f"agree.gla.L{L}.{name}", agreement(toks[a], toks[b]),
+                   f"share of {B} rows with identical {NEW} tokens; {divergence(toks[a], toks[b])}")
+        if a in first and b in first:
+            record(f"agree.gla.L{L}.first_logits.{name}.max_abs", round((first[a] - first[b]).abs().max().item(), 4))
+    if ("ours", f32) in first:
+        top2 = first[("ours", f32)].topk(2, dim=-1).values
+        gap = (top2[:, 0] - top2[:, 1]).sort().values
+        record(f"agree.gla.L{L}.fp32_top1_top2_logit_gap", f"median {gap.median().item():.3f}", f"min {gap[0].item():.4f}")
 
 
 @section("profile")
@@ -732,6 +798,7 @@ def main():
         ("parity_gla", lambda: check_parity_gla(dev, args.smoke)),
         ("fla_kernels", lambda: check_fla_kernels(dev, args.smoke)),
         ("anchor_gla", lambda: check_anchor_gla(dev, args.smoke) if anchors else None),
+        ("agree_gla", lambda: check_agree_gla(dev, args.smoke)),
         ("profile", lambda: check_profile(dev, args.smoke, tuple(args.profile.split(",")))),
     ]
     for name, fn in plan:

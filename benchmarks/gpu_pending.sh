@@ -39,10 +39,14 @@
 #                                      # over key ranges by TMA windows, key_range in one launch)
 #   bash benchmarks/gpu_pending.sh 23  # JRT-RNN's parts, then tile configs of its two launches (pla_parts.py --tune)
 #   bash benchmarks/gpu_pending.sh 24  # part 19 (JRT-RNN's parts, the prefill sweep) on the seventh session's code
+#   bash benchmarks/gpu_pending.sh 25  # GLA's forget gate by our Triton kernels vs PyTorch's ops: kernels, GLA-1.3B
+#                                      # generate with fuse_gate on / off (same run), profile (benchmarks/gla_gate.py)
+#   bash benchmarks/gpu_pending.sh 26  # GLA-1.3B greedy agreement bf16 vs fp32 on bf16-stored weights, ours and
+#                                      # fla's own model (gpu_check_ssm.py agree_gla), then GLA parity on the GPU
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 24}
+part=${1:?part 1 to 26}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -52,6 +56,7 @@ else
     export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1
+export TRITON_CACHE_AUTOTUNING=1  # fla's autotuning, paid once per machine instead of once per process
 nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$out/gpu.txt"
 case $part in
 1)
@@ -199,8 +204,15 @@ case $part in
     python3 benchmarks/pla_parts.py 2>&1 | tee "$out/pla_parts.txt"
     python3 benchmarks/pla_parts.py --tune --deadline 420 2>&1 | tee "$out/pla_tune.txt"
     ;;
+25)
+    (cd benchmarks && python3 gla_gate.py) 2>&1 | tee "$out/gla_gate.txt"
+    ;;
+26)
+    python3 benchmarks/gpu_check_ssm.py --out "$out/agree" --only agree_gla,parity_gla,kernels --deadline 540 \
+        2>&1 | tail -40
+    ;;
 *)
-    echo "part must be 1 to 24" >&2
+    echo "part must be 1 to 26" >&2
     exit 2
     ;;
 esac

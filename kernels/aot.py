@@ -278,13 +278,21 @@ def _cases() -> dict:
                                                      rn(b, n, dtype=dtype), D=rn(d), z=rn(b, d, dtype=dtype),
                                                      dt_bias=rn(d))
 
-    def gla_step(dtype):  # GLA-1.3B heads: K 256, V 512; q, k, v strided views of the packed projection
-        from .mamba import gla_triton
+    def gla_step(dtype):  # GLA-1.3B heads: K 256, V 512; q, k, v and the gate's x strided views of the packed
+        from .mamba import gla_triton  # projection; the gate computed in the step (the adapter's call), or given
 
         b, h, K, V = 2, 4, 256, 512
-        proj = rn(b, 2 * h * K + h * V + 2 * h * V + 16, dtype=dtype)
+        proj = rn(b, 2 * h * K + h * V + h * V + 16, dtype=dtype)
         q, k, v = (proj[:, a:a + h * w].unflatten(-1, (h, w)) for a, w in ((0, K), (h * K, K), (2 * h * K, V)))
+        gate = (proj[:, -16:], rn(h * K, 16, dtype=dtype), rn(h * K, dtype=dtype), 16.0, None)
+        gla_triton.gla_step_triton(torch.zeros(b, h, K, V), q, k, v, None, K ** -0.5, out_dtype=dtype, gate=gate)
         gla_triton.gla_step_triton(torch.zeros(b, h, K, V), q, k, v, -torch.rand(b, h, K), K ** -0.5)
+
+    def gla_gate(dtype):  # GLA-1.3B's forget gate over a prompt: rank 16 -> 4 heads x 256
+        from .mamba import gla_triton
+
+        gla_triton.gla_gate_triton(rn(2, 64, 16, dtype=dtype), rn(1024, 16, dtype=dtype), rn(1024, dtype=dtype), 16.0,
+                                   out_dtype=dtype)
 
     def silu_mul(dtype):  # GLA-1.3B's MLP (m = 5632), the hazyresearch GatedMlp's (gate second, m = 2816)
         from .mamba import act_triton
@@ -335,7 +343,8 @@ def _cases() -> dict:
         "based_prefill": based_prefill,
         "based_prefill_segmented_masked": lambda dt: based_prefill(dt, n_seg=2, masked=True),
         "pla_prefill": pla_prefill, "pla_prefill_ranges": pla_prefill_ranges, "based_step": based_step,
-        "mamba_scan": mamba_scan, "mamba_step": mamba_step, "gla_step": gla_step, "ssd_prefill": ssd_prefill,
+        "mamba_scan": mamba_scan, "mamba_step": mamba_step, "gla_step": gla_step, "gla_gate": gla_gate,
+        "ssd_prefill": ssd_prefill,
         "ssd_step": ssd_step, "conv_prefill": conv_prefill, "conv_step": conv_step, "gated_norm": gated_norm,
         "silu_mul": silu_mul,
     }

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jrt_eval.kernels.mamba import gated_rms_norm, gla_prefill, gla_step, silu_mul
+from jrt_eval.kernels.mamba import fla_usable, gated_rms_norm, gla_gate, gla_prefill, gla_step, silu_mul
 
 from .hub import CheckpointError, checkpoint_dir, read_config, read_state_dict
 from .ssm_common import RecurrentLM, cfg_bool, cfg_float, cfg_int, check_state_dict
@@ -193,6 +193,9 @@ class _Backbone(nn.Module):
 
 class GLALM(RecurrentLM):
     family = "gla"
+    # the forget gate by our Triton kernels (its own launch in the prefill, inside the step kernel in the decode);
+    # False: PyTorch's five ops per layer, the code of before (benchmarks/gla_gate.py times one against the other)
+    fuse_gate = True
 
     def __init__(self, spec: GLASpec, config: Optional[dict] = None, kernels: str = "auto"):
         super().__init__()
@@ -257,11 +260,11 @@ class GLALM(RecurrentLM):
 
     # ------------------------------------------------------------------ pieces shared by prefill and step
     def _qkvg(self, blk: _Block, h, packed: bool = False):
-        """Projections of ``h [..., d]`` as heads: q, k, v [..., H, K|V]; log gate gk [..., H, K] float32; the
-        output gate's projection (None without one). ``packed``: one matmul for all of them when the weights are
-        packed (decode: the outputs are strided views, which the decode kernel reads as they are)."""
+        """Projections of ``h [..., d]`` as heads: q, k, v [..., H, K|V] (key heads repeated for grouped queries);
+        the forget gate's low-rank activations ``x [..., R]`` (:meth:`_gate` finishes it); the output gate's
+        projection (None without one). ``packed``: one matmul for all of them when the weights are packed (decode:
+        the outputs are strided views, which the decode kernel reads as they are)."""
         s, a = self.spec, blk.attn
-        lead = h.shape[:-1]
         pack = self._packed(a) if packed else None
         if pack is not None:
             parts = F.linear(h, pack.weight).split(pack.sizes, dim=-1)
@@ -275,12 +278,22 @@ class GLALM(RecurrentLM):
         q = q.unflatten(-1, (s.num_heads, s.head_k))
         k = k.unflatten(-1, (s.num_kv_heads, s.head_k))
         v = v.unflatten(-1, (s.num_kv_heads, s.head_v))
-        gk = F.logsigmoid(a.gk_proj[1](gk_low).float()).view(*lead, s.num_kv_heads, s.head_k) / GATE_LOGIT_NORMALIZER
-        if s.clamp_min is not None:
-            gk = gk.clamp_min(s.clamp_min)
         if s.groups > 1:  # fla: '... (h d) -> ... (h g) d'
-            k, v, gk = (t.repeat_interleave(s.groups, dim=-2) for t in (k, v, gk))
-        return q, k, v, gk, gate
+            k, v = (t.repeat_interleave(s.groups, dim=-2) for t in (k, v))
+        return q, k, v, gk_low, gate
+
+    def _gate_args(self, blk: _Block, gk_low) -> tuple:
+        """The arguments of :func:`gla_gate` after ``x``: fla's ``logsigmoid(gk_proj(h)) / 16``, clamped below
+        at ``clamp_min`` when the config sets one."""
+        second = blk.attn.gk_proj[1]
+        return gk_low, second.weight, second.bias, GATE_LOGIT_NORMALIZER, self.spec.clamp_min
+
+    def _gate(self, blk: _Block, gk_low, out_dtype, backend: str):
+        """The log forget gate ``[..., H, K]`` in ``out_dtype`` (one Triton launch on CUDA)."""
+        s = self.spec
+        gk = gla_gate(*self._gate_args(blk, gk_low), out_dtype=out_dtype, backend=backend)
+        gk = gk.unflatten(-1, (s.num_kv_heads, s.head_k))
+        return gk.repeat_interleave(s.groups, dim=-2) if s.groups > 1 else gk
 
     def _out(self, a: _Attention, gate, o, dtype):
         """Gated RMSNorm per head (norm, weight, then silu(g)), heads concatenated, o_proj."""
@@ -315,9 +328,13 @@ class GLALM(RecurrentLM):
         resid = self.model.embeddings(input_ids).float()
         states = []
         backend = {"torch": "torch", "fla": "fla"}.get(self.kernels, "auto")
+        gate_backend = {"torch": "torch", "triton": "triton"}.get(self.kernels, "auto") if self.fuse_gate else "torch"
+        # fla's kernels take the gate in the model dtype (as fla's layer passes it); our PyTorch path in float32
+        fla = self.fuse_gate and (backend == "fla" or (backend == "auto" and fla_usable(input_ids)))
         h = self._rms_norm(resid, self.model.layers[0].attn_norm.weight, s.eps, dtype)
         for i, blk in enumerate(self.model.layers):
-            q, k, v, gk, gate = self._qkvg(blk, h)
+            q, k, v, gk_low, gate = self._qkvg(blk, h)
+            gk = self._gate(blk, gk_low, dtype if fla else torch.float32, gate_backend)
             o, S = gla_prefill(q, k, v, gk, scale=s.head_k ** -0.5, mask=mask, backend=backend)
             states.append({"S": S.float().contiguous()} if want_state else None)
             attn_out = self._out(blk.attn, gate, o, dtype)
@@ -333,9 +350,14 @@ class GLALM(RecurrentLM):
         backend = {"torch": "torch", "triton": "triton"}.get(self.kernels, "auto")
         h = self._rms_norm(resid, self.model.layers[0].attn_norm.weight, s.eps, dtype)
         for i, (blk, st) in enumerate(zip(self.model.layers, layers)):
-            q, k, v, gk, gate = self._qkvg(blk, h, packed=True)
-            o = gla_step(st["S"], q, k, v, gk, s.head_k ** -0.5, backend=backend)
-            resid, h = self._block(i, resid, self._out(blk.attn, gate, o.to(dtype), dtype), dtype)
+            q, k, v, gk_low, gate = self._qkvg(blk, h, packed=True)
+            if self.fuse_gate:  # one kernel: the gate, the step, o in the model dtype
+                o = gla_step(st["S"], q, k, v, None, s.head_k ** -0.5, backend=backend,
+                             gate=self._gate_args(blk, gk_low), out_dtype=dtype)
+            else:
+                gk = self._gate(blk, gk_low, torch.float32, "torch")
+                o = gla_step(st["S"], q, k, v, gk, s.head_k ** -0.5, backend=backend).to(dtype)
+            resid, h = self._block(i, resid, self._out(blk.attn, gate, o, dtype), dtype)
         return self.lm_head(h).float()
 
 

@@ -18,7 +18,7 @@ from jrt_eval.kernels import aot  # noqa: E402
 CASES = [(name, torch.bfloat16) for name in aot.CASES] + [
     ("based_prefill", torch.float32), ("ssd_prefill", torch.float32), ("ssd_step", torch.float32)]
 NO_SPILL = {("based_step", torch.bfloat16), ("mamba_scan", torch.bfloat16), ("mamba_step", torch.bfloat16),
-            ("gla_step", torch.bfloat16), ("ssd_step", torch.bfloat16), ("ssd_prefill", torch.bfloat16),
+            ("gla_step", torch.bfloat16), ("gla_gate", torch.bfloat16), ("ssd_step", torch.bfloat16), ("ssd_prefill", torch.bfloat16),
             ("conv_prefill", torch.bfloat16), ("conv_step", torch.bfloat16), ("gated_norm", torch.bfloat16),
             ("silu_mul", torch.bfloat16)}
 

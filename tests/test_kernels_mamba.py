@@ -200,7 +200,8 @@ _INTERPRETED = textwrap.dedent('''
 
     from jrt_eval.kernels.mamba import reference as R
     from jrt_eval.kernels.mamba.selective_scan import selective_scan_triton, selective_state_update_triton
-    from jrt_eval.kernels.mamba.gla_triton import gla_step_triton
+    from jrt_eval.kernels.mamba.gla_triton import gla_gate_triton, gla_step_triton
+    from jrt_eval.kernels.mamba.scan import gla_gate_torch
     from jrt_eval.model_adapters import gla, mamba
     from jrt_eval.model_adapters.base import left_pad
 
@@ -259,6 +260,38 @@ _INTERPRETED = textwrap.dedent('''
     S1 = S0.clone()
     out["gla_step_strided"] = err(gla_step_triton(S1, qs, ks, vs, gk, K ** -0.5, block_k=16, block_v=16), o_r[:, 0])
     out["gla_step_strided_state"] = err(S1, s_r)
+    # the forget gate: logsigmoid(x W^T + b) / 16 against float64, over its range (saturated both ways, 0, tiny);
+    # ranks 16 and 5 (padded to tl.dot's 16), rows strided like the packed projection, a clamp, 40 = 2.5 blocks
+    grid_x = torch.tensor([-100., -40., -17., -9.3, -1., -1e-3, 0., 1e-3, 1., 9.3, 17., 40., 100.])
+    for r in (16, 5):
+        w = torch.randn(40, r, generator=g) / r ** 0.5
+        bias = torch.randn(40, generator=g)
+        x = (torch.randn(70, r + 9, generator=g) * 8)[:, 3:3 + r]
+        x[:13, 0] = grid_x  # with w's first column alone these rows sweep the grid
+        w_sweep = w.clone(); w_sweep[:, 1:] = 0; w_sweep[:, 0] = 1
+        for name, ww, bb, clamp in (("", w, bias, None), ("_sweep", w_sweep, bias * 0, None), ("_clamp", w, bias, -0.3)):
+            ref = gla_gate_torch(x.double(), ww.double(), bb.double(), 16, clamp)
+            out[f"gla_gate_r{r}{name}"] = err(gla_gate_triton(x, ww, bb, 16, clamp, block_m=16, block_n=16), ref)
+            out[f"gla_gate_r{r}{name}.torch"] = err(gla_gate_torch(x, ww, bb, 16, clamp), ref)
+        ref = gla_gate_torch(x[:13].double(), w_sweep.double(), bias.double() * 0, 16)[:, 0]
+        got = gla_gate_triton(x[:13], w_sweep, bias * 0, 16, block_m=16, block_n=16)[:, 0].double()
+        keep = ref.abs() > 1e-30  # exp(-100) / 16 is below float32's normal range
+        out[f"gla_gate_r{r}_sweep_rel"] = float(((got - ref).abs() / ref.abs())[keep].max())
+    # the decode step computing its own gate: 4 query heads on 2 key heads (GQA), clamped, strided x
+    h, hkv, K, V, r = 4, 2, 40, 24, 16
+    S0 = torch.randn(2, h, K, V, generator=g)
+    q, k = torch.randn(2, h, K, generator=g), torch.randn(2, h, K, generator=g)
+    v = torch.randn(2, h, V, generator=g)
+    xg = torch.randn(2, r + 3, generator=g)[:, 2:2 + r] * 4
+    wg, bg = torch.randn(hkv * K, r, generator=g) / 4, torch.randn(hkv * K, generator=g)
+    for name, clamp in (("", None), ("_clamp", -0.05)):
+        gk = gla_gate_torch(xg.double(), wg.double(), bg.double(), 16, clamp).view(2, hkv, K).repeat_interleave(2, 1)
+        o_r, s_r = R.gla_recurrent_ref(q[:, None].double(), k[:, None].double(), v[:, None].double(), gk[:, None],
+                                        initial_state=S0.double())
+        S1 = S0.clone()
+        o = gla_step_triton(S1, q, k, v, None, K ** -0.5, block_k=16, block_v=16, gate=(xg, wg, bg, 16, clamp))
+        out[f"gla_step_fused_gate{name}"] = err(o, o_r[:, 0])
+        out[f"gla_step_fused_gate{name}_state"] = err(S1, s_r)
     # the kernels inside the models (strides of the real call sites), vs the PyTorch paths
     folder = sys.argv[1]
     mamba.write_tiny_checkpoint(folder + "/m", seed=1, n_layer=2)
@@ -278,7 +311,9 @@ def test_triton_kernels_under_interpreter(tmp_path):
     pytest.importorskip("triton")
     errs = run_interpreted(_INTERPRETED, tmp_path, "interp.py")
     assert set(errs) >= {"scan", "scan_state", "step", "gla_step", "gla_step_strided", "mamba_model_forward",
-                         "mamba_model_decode", "gla_model_decode", "step_bf16_state.ulps", "step_fp16_state.ulps"}
+                         "mamba_model_decode", "gla_model_decode", "step_bf16_state.ulps", "step_fp16_state.ulps",
+                         "gla_gate_r16", "gla_gate_r5_sweep", "gla_gate_r16_clamp", "gla_step_fused_gate",
+                         "gla_step_fused_gate_clamp_state"}
     bad = {k: v for k, v in errs.items() if not (v <= ulps_limit(k) if k.endswith(".ulps") else v < 2e-6)}
     assert not bad, errs
 

@@ -6,7 +6,7 @@
   Mamba-2 (SSD) prefill and decode step; ``conv_triton.py`` — Triton: the causal conv (+ SiLU, mask) of both, and
   its decode step; ``norm_triton.py`` — Triton: the gated RMSNorm of Mamba-2 and GLA, the block RMSNorm and the
   residual add fused with it; ``act_triton.py`` — Triton: the SiLU-gated product of GLA's MLP; ``gla_triton.py``
-  — Triton: GLA decode step (imported lazily; they need ``triton``, which the CPU install does not have).
+  — Triton: GLA's log forget gate and decode step (imported lazily; they need ``triton``, which the CPU install does not have).
 * GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
   0.6.0) is installed.
 
@@ -22,12 +22,14 @@ import os
 import torch
 
 from .scan import (
-    causal_conv1d_torch, conv_step_torch, conv_tail, gated_rms_norm_torch, gla_chunked, selective_scan_torch,
+    causal_conv1d_torch, conv_step_torch, conv_tail, gated_rms_norm_torch, gla_chunked, gla_gate_torch,
+    selective_scan_torch,
     selective_state_update_torch, silu_mul_torch, ssd_chunked, ssd_step_torch,
 )
 
 __all__ = ["add_rms_norm", "causal_conv1d", "conv_step", "conv_tail", "fla_usable", "gated_rms_norm", "gla_chunked",
-           "gla_prefill", "gla_step", "selective_scan_fn", "selective_state_update", "silu_mul", "ssd_chunked",
+           "gla_gate", "gla_prefill", "gla_step", "selective_scan_fn", "selective_state_update", "silu_mul",
+           "ssd_chunked",
            "ssd_prefill", "ssd_step", "ssd_step_torch", "triton_usable"]
 
 
@@ -194,12 +196,35 @@ def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto"):
     return gla_chunked(q, k, v, gk, scale=scale, mask=mask)
 
 
-def gla_step(state, q, k, v, gk, scale: float, backend: str = "auto"):
+def gla_gate(x, weight, bias, normalizer: float, clamp_min=None, out_dtype=torch.float32, backend: str = "auto"):
+    """GLA's log forget gate ``logsigmoid(x Wᵀ + b) / normalizer`` (clamped below at ``clamp_min``) from the
+    low-rank activations ``x [..., R]``, ``weight [HK, R]``: the linear rounded to x's dtype, the rest float32
+    math; ``[..., HK]`` in ``out_dtype``."""
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    if _use_triton(x, backend):
+        from .gla_triton import gla_gate_triton
+
+        return gla_gate_triton(x, weight, bias, normalizer, clamp_min, out_dtype)
+    return gla_gate_torch(x, weight, bias, normalizer, clamp_min, out_dtype)
+
+
+def gla_step(state, q, k, v, gk, scale: float, backend: str = "auto", gate=None, out_dtype=torch.float32):
     """One GLA decode step on ``state [b, h, K, V]`` float32 (in place); ``q, k, gk: [b, h, K]``, ``v: [b, h, V]``.
-    Returns ``o [b, h, V]`` float32."""
+    ``gate``: in place of ``gk`` (None), the arguments ``(x, weight, bias, normalizer, clamp_min)`` of
+    :func:`gla_gate` (``weight``'s rows: the key heads, each read by ``h / h_kv`` query heads), computed inside the
+    Triton step. Returns ``o [b, h, V]`` in ``out_dtype``."""
+    if gate is not None:
+        x, weight, bias, normalizer, clamp_min = gate
+        if bias is None:
+            gate = (x, weight, weight.new_zeros(weight.shape[0]), normalizer, clamp_min)
     if _use_triton(state, backend):
         from .gla_triton import gla_step_triton
 
-        return gla_step_triton(state, q, k, v, gk, scale)
+        return gla_step_triton(state, q, k, v, gk, scale, out_dtype=out_dtype, gate=gate)
+    if gate is not None:
+        b, h, K = q.shape
+        gk = gla_gate_torch(*gate).view(b, -1, K)
+        gk = gk.repeat_interleave(h // gk.shape[1], dim=1)
     state.mul_(torch.exp(gk.float())[..., None]).add_(k.float()[..., None] * v.float()[..., None, :])
-    return (q.float()[:, :, None, :] * scale @ state).squeeze(2)
+    return (q.float()[:, :, None, :] * scale @ state).squeeze(2).to(out_dtype)

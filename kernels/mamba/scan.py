@@ -229,6 +229,15 @@ def ssd_step_torch(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True
     return y
 
 
+def gla_gate_torch(x, weight, bias, normalizer: float, clamp_min=None, out_dtype=torch.float32):
+    """GLA's log forget gate from the low-rank activations ``x [..., R]``: ``logsigmoid(x Wᵀ + b) / normalizer``,
+    clamped below at ``clamp_min`` (fla's layer); the linear in x's dtype, the rest in float32."""
+    g = F.logsigmoid(F.linear(x, weight, bias).float()) / normalizer
+    if clamp_min is not None:
+        g = g.clamp_min(clamp_min)
+    return g.to(out_dtype)
+
+
 def gla_chunked(q, k, v, gk, scale=None, mask=None, initial_state=None, chunk_size: int = 32):
     """GLA over ``[b, T, h, K|V]`` inputs with log forget gates ``gk`` (≤ 0); returns ``(o float, state [b, h, K, V])``.
 
