@@ -64,11 +64,15 @@ def kernels_part(dev):
     w, b = torch.randn(H * K, R, device=dev, dtype=bf) / 4, torch.randn(H * K, device=dev, dtype=bf) + 2
     t_torch = cuda_ms(lambda: gla_gate_torch(x, w, b, 16, out_dtype=bf))
     t_tri = cuda_ms(lambda: gla_gate_triton(x, w, b, 16, out_dtype=bf))
-    ref, got = gla_gate_torch(x, w, b, 16, out_dtype=torch.float32), gla_gate_triton(x, w, b, 16, out_dtype=bf)
-    err = ((got.float() - ref).abs() / ref.abs().clamp_min(1e-30)).max().item()
+    ref, got = gla_gate_torch(x, w, b, 16, out_dtype=bf), gla_gate_triton(x, w, b, 16, out_dtype=bf)
+    # the linear is rounded to bf16 (as F.linear returns it) after an fp32 sum in a different order (cuBLAS vs
+    # tl.dot), so a few inputs round to the neighbouring bf16 value of the linear: the gate then moves by that step
+    # times logsigmoid's slope / 16
+    diff = (got.float() - ref.float()).abs()
     mb = (x.numel() + B * T * H * K) * 2 / 1e6
     print(f"prefill gate {B}x{T}: PyTorch {t_torch:.3f} ms, Triton {t_tri:.3f} ms ({t_torch / t_tri:.1f}x; "
-          f"{mb / t_tri:.0f} GB/s of its {mb:.0f} MB); max rel. error of the bf16 result vs float32 {err:.2e}",
+          f"{mb / t_tri:.0f} GB/s of its {mb:.0f} MB); results differ on {(diff > 0).float().mean().item():.2%} of "
+          f"elements, by at most {diff.max().item():.2e} (gate values down to {ref.float().min().item():.2f})",
           flush=True)
 
     # decode: one step of L layers, each with its own state and weights (the packed projection's row per layer)
@@ -100,10 +104,10 @@ def kernels_part(dev):
     base = cuda_ms(graphed(separate)) / L * 1e3
     print(f"decode step, {L} layers graphed, per layer-step: gate ops + step + cast {base:.1f} us", flush=True)
     state_mb = B * H * K * V * 4 * 2 / 1e6
-    for cfg in ({}, {"num_warps": 8}, {"block_k": 32}, {"block_k": 32, "num_warps": 2}, {"block_v": 128}):
+    for cfg in ({}, {"block_k": 64}, {"block_k": 32, "num_warps": 2}, {"block_k": 16}, {"block_k": 32, "block_v": 32}):
         t = cuda_ms(graphed(fused(cfg))) / L * 1e3
-        print(f"  fused gate {cfg or 'default (block_k 64, block_v 64, 4 warps)'}: {t:.1f} us ({base / t:.2f}x; "
-              f"state read + write {state_mb / t * 1e-3:.2f} TB/s)", flush=True)
+        print(f"  fused gate {cfg or 'default (block_k 32, block_v 64, 4 warps)'}: {t:.1f} us ({base / t:.2f}x; "
+              f"state read + write {state_mb / t:.2f} TB/s)", flush=True)
     # the two variants on the same inputs: same state, same o
     s1, s2 = states[0].clone(), states[0].clone()
     q, k, v, xg = parts(0)

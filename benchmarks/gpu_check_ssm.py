@@ -172,7 +172,7 @@ def left_padded_batch(batch, lengths, vocab, device, seed):
 @section("kernels")
 def check_kernels(dev, smoke):
     """Our Triton kernels (or the torch paths on CPU) vs float64 references, real widths."""
-    from jrt_eval.kernels.mamba import gla_step, selective_scan_fn, selective_state_update, ssd_step, triton_usable
+    from jrt_eval.kernels.mamba import gla_gate, gla_step, selective_scan_fn, selective_state_update, ssd_step, triton_usable
 
     g = torch.Generator(device=dev).manual_seed(0)
     b, T, d, n = (2, 40, 24, 16) if smoke else (4, 1000, 1536, 16)
@@ -224,6 +224,17 @@ def check_kernels(dev, smoke):
                                        gk[:, None].double(), initial_state=Sg.double())
     record("kernel.gla_step", diff(o1, o_ref[:, 0]), f"{list(bh)}")
     record("kernel.gla_step.state", diff(S1, S_ref))
+    # the forget gate from its rank-16 activations: over a prompt (its own launch) and inside the step (float32,
+    # so no rounding of the linear: against float64)
+    xg, wg, bg = rn(bh[0], 16) * 3, rn(bh[1] * bh[2], 16) / 4, rn(bh[1] * bh[2]) + 2
+    g_ref = S.gla_gate_torch(xg.double(), wg.double(), bg.double(), 16)
+    record("kernel.gla_gate", diff(gla_gate(xg, wg, bg, 16, backend=backend), g_ref), "logsigmoid(x W^T + b) / 16")
+    S1 = Sg.clone()
+    o1 = gla_step(S1, q, k, v, None, bh[2] ** -0.5, backend=backend, gate=(xg, wg, bg, 16, None))
+    o_ref, S_ref = R.gla_recurrent_ref(q[:, None].double(), k[:, None].double(), v[:, None].double(),
+                                       g_ref.view(bh[:3])[:, None], initial_state=Sg.double())
+    record("kernel.gla_step.fused_gate", diff(o1, o_ref[:, 0]), "the gate computed in the step kernel")
+    record("kernel.gla_step.fused_gate.state", diff(S1, S_ref))
 
     b2, T2, H, P, N = (2, 37, 4, 8, 16) if smoke else (2, 600, 24, 64, 128)
     xs, dts = rn(b2, T2, H, P), rn(b2, T2, H) - 2
