@@ -1,7 +1,8 @@
 """GLA (fla-hub/gla-1.3B-100B, gla-2.7B-100B): our own compact PyTorch model in fla 0.6.0's weight names,
 behind the jrt-eval interface (base.py). fla itself cannot run on CPU (every op is Triton), so this module
 is the CPU path; on CUDA the same model runs fla's ``chunk_gla`` / ``fused_recurrent_gla`` for the prefill
-(when flash-linear-attention is installed) and our Triton kernel for the decode step.
+(when flash-linear-attention is installed), our Triton kernel for the forget gate over the prompt, and one Triton
+kernel per layer for the decode step with its gate.
 
 Format (reference-models.md §7.1): transformers-style folder, ``config.json`` with ``model_type: "gla"``,
 ``model.safetensors``, the Llama-2 SentencePiece tokenizer. Weights per layer ``model.layers.{i}.``:
