@@ -43,10 +43,12 @@
 #                                      # generate with fuse_gate on / off (same run), profile (benchmarks/gla_gate.py)
 #   bash benchmarks/gpu_pending.sh 26  # GLA-1.3B greedy agreement bf16 vs fp32 on bf16-stored weights, ours and
 #                                      # fla's own model (gpu_check_ssm.py agree_gla), then GLA parity on the GPU
+#   bash benchmarks/gpu_pending.sh 27  # GLA's prefill with the state on chip vs fla's chunk_gla: one layer (errors,
+#                                      # tile configs), GLA-1.3B generate A/B (gla_chunk.py); GLA parity, kernels
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 26}
+part=${1:?part 1 to 27}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
 if ls .whl_ssm/*.whl >/dev/null 2>&1; then
@@ -211,8 +213,12 @@ case $part in
     python3 benchmarks/gpu_check_ssm.py --out "$out/agree" --only agree_gla,parity_gla,kernels --deadline 540 \
         2>&1 | tail -40
     ;;
+27)
+    (cd benchmarks && python3 gla_chunk.py) 2>&1 | tee "$out/gla_chunk.txt"
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only kernels,parity_gla --deadline 200 2>&1 | grep gla
+    ;;
 *)
-    echo "part must be 1 to 26" >&2
+    echo "part must be 1 to 27" >&2
     exit 2
     ;;
 esac

@@ -1,8 +1,9 @@
 """GLA (fla-hub/gla-1.3B-100B, gla-2.7B-100B): our own compact PyTorch model in fla 0.6.0's weight names,
 behind the jrt-eval interface (base.py). fla itself cannot run on CPU (every op is Triton), so this module
 is the CPU path; on CUDA the same model runs fla's ``chunk_gla`` / ``fused_recurrent_gla`` for the prefill
-(when flash-linear-attention is installed), our Triton kernel for the forget gate over the prompt, and one Triton
-kernel per layer for the decode step with its gate.
+(when flash-linear-attention is installed; its per-chunk states replaced by our kernel that keeps the state on
+chip), our Triton kernel for the forget gate over the prompt, and one Triton kernel per layer for the decode step
+with its gate.
 
 Format (reference-models.md §7.1): transformers-style folder, ``config.json`` with ``model_type: "gla"``,
 ``model.safetensors``, the Llama-2 SentencePiece tokenizer. Weights per layer ``model.layers.{i}.``:
@@ -197,6 +198,9 @@ class GLALM(RecurrentLM):
     # the forget gate by our Triton kernels (its own launch in the prefill, inside the step kernel in the decode);
     # False: PyTorch's five ops per layer, the code of before (benchmarks/gla_gate.py times one against the other)
     fuse_gate = True
+    # the prefill on fla's kernels keeps the recurrent state on chip across chunks (kernels/mamba/gla_chunk_triton);
+    # False: fla's chunk_gla as it is, which writes every chunk's state (benchmarks/gla_chunk.py: A/B)
+    states_on_chip = True
 
     def __init__(self, spec: GLASpec, config: Optional[dict] = None, kernels: str = "auto"):
         super().__init__()
@@ -336,7 +340,8 @@ class GLALM(RecurrentLM):
         for i, blk in enumerate(self.model.layers):
             q, k, v, gk_low, gate = self._qkvg(blk, h)
             gk = self._gate(blk, gk_low, dtype if fla else torch.float32, gate_backend)
-            o, S = gla_prefill(q, k, v, gk, scale=s.head_k ** -0.5, mask=mask, backend=backend)
+            o, S = gla_prefill(q, k, v, gk, scale=s.head_k ** -0.5, mask=mask, backend=backend,
+                               states_on_chip=self.states_on_chip)
             states.append({"S": S.float().contiguous()} if want_state else None)
             attn_out = self._out(blk.attn, gate, o, dtype)
             if last_only and i + 1 == len(self.model.layers):  # the last block's MLP on the last position only

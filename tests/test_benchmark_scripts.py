@@ -55,6 +55,13 @@ def test_gla_gate_smoke():
     assert "identical on 100% of rows" in proc.stdout, proc.stdout
 
 
+def test_gla_chunk_smoke():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gla_chunk.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT / "benchmarks")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "identical on 100% of rows" in proc.stdout, proc.stdout
+
+
 def test_floors_count_the_published_shapes():
     """benchmarks/floors.py: the GLA-1.3B linear weights and fp32 states are counted from the model's own
     shapes, and the floor behind the README's GLA statement stays where the README puts it (~0.31 s)."""

@@ -193,13 +193,14 @@ def test_half_precision_states_step_in_float32_and_round_once(dtype):
 
 # ----------------------------------------------------------------------------------- Triton, interpreted
 _INTERPRETED = textwrap.dedent('''
-    import json, sys, torch
+    import json, math, sys, torch
     from jrt_eval.kernels.based import interpreter_compat
     interpreter_compat.patch()  # NumPy 2 vs the interpreter's runtime loop bounds (kernels unchanged)
     from interpreted import greedy_decode_errors, rounding_ulps
 
     from jrt_eval.kernels.mamba import reference as R
     from jrt_eval.kernels.mamba.selective_scan import selective_scan_triton, selective_state_update_triton
+    from jrt_eval.kernels.mamba.gla_chunk_triton import gla_chunk_inter
     from jrt_eval.kernels.mamba.gla_triton import gla_gate_triton, gla_step_triton
     from jrt_eval.kernels.mamba.scan import gla_gate_torch
     from jrt_eval.model_adapters import gla, mamba
@@ -292,6 +293,27 @@ _INTERPRETED = textwrap.dedent('''
         o = gla_step_triton(S1, q, k, v, None, K ** -0.5, block_k=16, block_v=16, gate=(xg, wg, bg, 16, clamp))
         out[f"gla_step_fused_gate{name}"] = err(o, o_r[:, 0])
         out[f"gla_step_fused_gate{name}_state"] = err(S1, s_r)
+    # the chunked prefill with the state on chip, from the cumulative log2 gate and the intra-chunk weights that
+    # fla computes (here from PyTorch, A's unwritten upper triangle as NaN): 150 tokens = two chunks and 22 rows,
+    # V = 24 in blocks of 16 (a partial block), strong decays on one head
+    B_, T_, H_, K_, V_, C = 2, 150, 2, 16, 24, 64
+    qc, kc, vc = (torch.randn(B_, T_, H_, n, generator=g) for n in (K_, K_, V_))
+    gkc = torch.nn.functional.logsigmoid(torch.randn(B_, T_, H_, K_, generator=g) * 2) / 4
+    gkc[:, :, 1] *= 8
+    scale = K_ ** -0.5
+    g2 = gkc.double() / math.log(2)
+    gc = torch.cat([g2[:, s:s + C].cumsum(1) for s in range(0, T_, C)], 1)
+    A = torch.full((B_, T_, H_, C), float("nan"), dtype=torch.float64)
+    for s in range(0, T_, C):
+        e = min(s + C, T_)
+        diff = gc[:, s:e, None] - gc[:, None, s:e]                        # [b, i, j, h, K]
+        w = torch.einsum("bihk,bjhk,bijhk->bihj", qc[:, s:e].double(), kc[:, s:e].double(), torch.exp2(diff)) * scale
+        causal = torch.ones(e - s, e - s, dtype=torch.bool).tril()
+        A[:, s:e, :, :e - s] = torch.where(causal[None, :, None, :], w, float("nan"))
+    o, ht = gla_chunk_inter(qc, kc, vc, gc.float(), A.float(), scale, block_v=16, num_warps=4)
+    o_r, s_r = R.gla_recurrent_ref(qc.double(), kc.double(), vc.double(), gkc.double(), scale=scale)
+    out["gla_chunk_inter"] = err(o, o_r)
+    out["gla_chunk_inter_state"] = err(ht, s_r)
     # the kernels inside the models (strides of the real call sites), vs the PyTorch paths
     folder = sys.argv[1]
     mamba.write_tiny_checkpoint(folder + "/m", seed=1, n_layer=2)
@@ -313,7 +335,7 @@ def test_triton_kernels_under_interpreter(tmp_path):
     assert set(errs) >= {"scan", "scan_state", "step", "gla_step", "gla_step_strided", "mamba_model_forward",
                          "mamba_model_decode", "gla_model_decode", "step_bf16_state.ulps", "step_fp16_state.ulps",
                          "gla_gate_r16", "gla_gate_r5_sweep", "gla_gate_r16_clamp", "gla_step_fused_gate",
-                         "gla_step_fused_gate_clamp_state"}
+                         "gla_step_fused_gate_clamp_state", "gla_chunk_inter", "gla_chunk_inter_state"}
     bad = {k: v for k, v in errs.items() if not (v <= ulps_limit(k) if k.endswith(".ulps") else v < 2e-6)}
     assert not bad, errs
 

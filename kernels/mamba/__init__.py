@@ -6,7 +6,8 @@
   Mamba-2 (SSD) prefill and decode step; ``conv_triton.py`` — Triton: the causal conv (+ SiLU, mask) of both, and
   its decode step; ``norm_triton.py`` — Triton: the gated RMSNorm of Mamba-2 and GLA, the block RMSNorm and the
   residual add fused with it; ``act_triton.py`` — Triton: the SiLU-gated product of GLA's MLP; ``gla_triton.py``
-  — Triton: GLA's log forget gate and decode step (imported lazily; they need ``triton``, which the CPU install does not have).
+  — Triton: GLA's log forget gate and decode step; ``gla_chunk_triton.py`` — Triton: the inter-chunk half of
+  the GLA prefill after fla's cumsum and intra-chunk weights (imported lazily; they need ``triton``, which the CPU install does not have).
 * GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
   0.6.0) is installed.
 
@@ -175,9 +176,12 @@ def ssd_step(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_l
     return y.to(out_dtype or x.dtype)
 
 
-def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto"):
+def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto", states_on_chip: bool = True):
     """GLA over a prompt: ``q, k, gk: [b, T, h, K]``, ``v: [b, T, h, V]``, ``gk`` the log forget gate.
-    Returns ``(o [b, T, h, V], final state [b, h, K, V] float32)``. ``backend``: auto | fla | torch."""
+    Returns ``(o [b, T, h, V], final state [b, h, K, V] float32)``. ``backend``: auto | fla | torch.
+    ``states_on_chip`` (fla backend, T > 64, K a power of two ≤ 256): fla's ``chunk_gla`` with its inter-chunk
+    half replaced by ``gla_chunk_triton`` (the state stays in registers instead of 1 GB of chunk states per layer
+    at GLA-1.3B's 32 × 1900); False runs fla's own kernels."""
     if backend not in ("auto", "fla", "torch"):
         raise ValueError(f"unknown GLA backend {backend!r}; use auto, fla or torch")
     if backend == "fla" or (backend == "auto" and fla_usable(q)):
@@ -188,8 +192,14 @@ def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto"):
             m = mask.to(q.dtype)[:, :, None, None]
             k = k * m
             gk = gk * m
+        K = q.shape[-1]
+        scale = K ** -0.5 if scale is None else scale
         if q.shape[1] <= 64:  # what fla's own layer does for short inputs
             o, state = fused_recurrent_gla(q, k, v, gk=gk, scale=scale, output_final_state=True)
+        elif states_on_chip and K <= 256 and K & (K - 1) == 0:
+            from .gla_chunk_triton import gla_chunk_fla
+
+            o, state = gla_chunk_fla(q, k, v, gk, scale)
         else:
             o, state = chunk_gla(q, k, v, gk, scale=scale, output_final_state=True)
         return o, state.float()
