@@ -179,7 +179,7 @@ def ssd_step(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_l
 def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto", states_on_chip: bool = True):
     """GLA over a prompt: ``q, k, gk: [b, T, h, K]``, ``v: [b, T, h, V]``, ``gk`` the log forget gate.
     Returns ``(o [b, T, h, V], final state [b, h, K, V] float32)``. ``backend``: auto | fla | torch.
-    ``states_on_chip`` (fla backend, T > 64, K a power of two ≤ 256): fla's ``chunk_gla`` with its inter-chunk
+    ``states_on_chip`` (fla backend, 16-bit inputs, T > 64, K a power of two ≤ 256): fla's ``chunk_gla`` with its inter-chunk
     half replaced by ``gla_chunk_triton`` (the state stays in registers instead of 1 GB of chunk states per layer
     at GLA-1.3B's 32 × 1900); False runs fla's own kernels."""
     if backend not in ("auto", "fla", "torch"):
@@ -196,7 +196,7 @@ def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto", state
         scale = K ** -0.5 if scale is None else scale
         if q.shape[1] <= 64:  # what fla's own layer does for short inputs
             o, state = fused_recurrent_gla(q, k, v, gk=gk, scale=scale, output_final_state=True)
-        elif states_on_chip and K <= 256 and K & (K - 1) == 0:
+        elif states_on_chip and K <= 256 and K & (K - 1) == 0 and q.dtype in (torch.float16, torch.bfloat16):
             from .gla_chunk_triton import gla_chunk_fla
 
             o, state = gla_chunk_fla(q, k, v, gk, scale)

@@ -76,7 +76,8 @@ def _inter_kernel(qg_ptr, kg_ptr, v_ptr, a_ptr, gn_ptr, o_ptr, h_ptr, scale, T, 
     tl.store(h_ptr + i_bh * K * V + offs_k[:, None] * V + offs_v[None, :], S, mask=mv[None, :])
 
 
-def gla_chunk_inter(q, k, v, gc, A, scale: float, chunk_size: int = 64, block_v: int = 32, num_warps: int = 8):
+def gla_chunk_inter(q, k, v, gc, A, scale: float, chunk_size: int = 64, block_v: int = 64, num_warps: int = 4,
+                    num_stages: int = 2):
     """``q, k [B, T, H, K]``, ``v [B, T, H, V]`` (contiguous, one dtype), ``gc [B, T, H, K]`` float32: the gate's
     cumulative sum within each chunk in log2 units, ``A [B, T, H, chunk]`` float32: the intra-chunk weights with
     ``scale`` applied (fla's ``chunk_local_cumsum(g, 64, scale=1/ln 2)`` and ``chunk_gla_fwd_intra_gk``). Returns
@@ -92,11 +93,12 @@ def gla_chunk_inter(q, k, v, gc, A, scale: float, chunk_size: int = 64, block_v:
     o = torch.empty_like(v)
     ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
     _inter_kernel[(triton.cdiv(V, block_v), B * H)](qg, kg, v, A, gn, o, ht, float(scale), T, NT, H=H, K=K, V=V,
-                                                    BT=chunk_size, BV=block_v, num_warps=num_warps, num_stages=2)
+                                                    BT=chunk_size, BV=block_v, num_warps=num_warps,
+                                                    num_stages=num_stages)
     return o, ht
 
 
-def gla_chunk_fla(q, k, v, gk, scale: float, block_v: int = 32, num_warps: int = 8):
+def gla_chunk_fla(q, k, v, gk, scale: float, **config):
     """fla's ``chunk_gla`` forward with its chunk states kept on chip: fla's cumsum and intra-chunk weights, then
     :func:`gla_chunk_inter`. ``gk`` the log forget gate (natural log, as ``chunk_gla`` takes it); T > 64."""
     from fla.ops.gla.chunk import chunk_gla_fwd_intra_gk
@@ -106,4 +108,4 @@ def gla_chunk_fla(q, k, v, gk, scale: float, block_v: int = 32, num_warps: int =
     q, k, v, gk = (t.contiguous() for t in (q, k, v, gk))
     gc = chunk_local_cumsum(gk, 64, scale=RCP_LN2)
     A = chunk_gla_fwd_intra_gk(q, k, gc, scale, chunk_size=64)
-    return gla_chunk_inter(q, k, v, gc, A, scale, block_v=block_v, num_warps=num_warps)
+    return gla_chunk_inter(q, k, v, gc, A, scale, **config)
