@@ -215,7 +215,7 @@ case $part in
     ;;
 27)
     (cd benchmarks && python3 gla_chunk.py) 2>&1 | tee "$out/gla_chunk.txt"
-    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only kernels,parity_gla --deadline 200 2>&1 | grep gla
+    python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only kernels,parity_gla --deadline 300 2>&1 | grep gla
     ;;
 *)
     echo "part must be 1 to 27" >&2

@@ -288,6 +288,13 @@ def _cases() -> dict:
         gla_triton.gla_step_triton(torch.zeros(b, h, K, V), q, k, v, None, K ** -0.5, out_dtype=dtype, gate=gate)
         gla_triton.gla_step_triton(torch.zeros(b, h, K, V), q, k, v, -torch.rand(b, h, K), K ** -0.5)
 
+    def gla_chunk(dtype):  # GLA-1.3B heads (K 256, V 512) over two chunks: the decay pass, the inter-chunk pass
+        from .mamba import gla_chunk_triton
+
+        b, T, h, K, V = 2, 128, 4, 256, 512
+        gla_chunk_triton.gla_chunk_inter(rn(b, T, h, K, dtype=dtype), rn(b, T, h, K, dtype=dtype),
+                                         rn(b, T, h, V, dtype=dtype), -torch.rand(b, T, h, K), rn(b, T, h, 64), 0.0625)
+
     def gla_gate(dtype):  # GLA-1.3B's forget gate over a prompt: rank 16 -> 4 heads x 256
         from .mamba import gla_triton
 
@@ -343,7 +350,7 @@ def _cases() -> dict:
         "based_prefill": based_prefill,
         "based_prefill_segmented_masked": lambda dt: based_prefill(dt, n_seg=2, masked=True),
         "pla_prefill": pla_prefill, "pla_prefill_ranges": pla_prefill_ranges, "based_step": based_step,
-        "mamba_scan": mamba_scan, "mamba_step": mamba_step, "gla_step": gla_step, "gla_gate": gla_gate,
+        "mamba_scan": mamba_scan, "mamba_step": mamba_step, "gla_step": gla_step, "gla_gate": gla_gate, "gla_chunk": gla_chunk,
         "ssd_prefill": ssd_prefill,
         "ssd_step": ssd_step, "conv_prefill": conv_prefill, "conv_step": conv_step, "gated_norm": gated_norm,
         "silu_mul": silu_mul,
