@@ -48,7 +48,8 @@ def kernel_part(dev):
 
     print(f"GLA layer {B}x{T}, {H} heads, K {K}, V {V}, bf16. Errors vs float32 (rows 0-3): fla o "
           f"{rel(o_fla[rows], o_ref):.2e} state {rel(s_fla[rows], s_ref):.2e}; ours o {rel(o_ours[rows], o_ref):.2e} "
-          f"state {rel(s_ours[rows], s_ref):.2e}; ours vs fla o {rel(o_ours, o_fla):.2e} state {rel(s_ours, s_fla):.2e}",
+          f"state {rel(s_ours[rows], s_ref):.2e}; ours vs fla o {rel(o_ours, o_fla):.2e} "
+          f"state {rel(s_ours, s_fla):.2e}",
           flush=True)
     t_fla = cuda_ms(lambda: chunk_gla(q, k, v, gk, scale=scale, output_final_state=True))
     print(f"  fla chunk_gla: {t_fla:.3f} ms", flush=True)

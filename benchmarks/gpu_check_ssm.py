@@ -172,7 +172,8 @@ def left_padded_batch(batch, lengths, vocab, device, seed):
 @section("kernels")
 def check_kernels(dev, smoke):
     """Our Triton kernels (or the torch paths on CPU) vs float64 references, real widths."""
-    from jrt_eval.kernels.mamba import gla_gate, gla_step, selective_scan_fn, selective_state_update, ssd_step, triton_usable
+    from jrt_eval.kernels.mamba import (gla_gate, gla_step, selective_scan_fn, selective_state_update, ssd_step,
+                                        triton_usable)
 
     g = torch.Generator(device=dev).manual_seed(0)
     b, T, d, n = (2, 40, 24, 16) if smoke else (4, 1000, 1536, 16)
@@ -723,8 +724,10 @@ def check_agree_gla(dev, smoke, L=950):
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     f32, b16 = torch.float32, torch.bfloat16
-    pairs = [("ours_bf16_vs_ours_fp32", ("ours", b16), ("ours", f32)), ("fla_bf16_vs_fla_fp32", ("fla", b16), ("fla", f32)),
-             ("ours_fp32_vs_fla_fp32", ("ours", f32), ("fla", f32)), ("ours_bf16_vs_fla_bf16", ("ours", b16), ("fla", b16)),
+    pairs = [("ours_bf16_vs_ours_fp32", ("ours", b16), ("ours", f32)),
+             ("fla_bf16_vs_fla_fp32", ("fla", b16), ("fla", f32)),
+             ("ours_fp32_vs_fla_fp32", ("ours", f32), ("fla", f32)),
+             ("ours_bf16_vs_fla_bf16", ("ours", b16), ("fla", b16)),
              ("ours_bf16_vs_fla_fp32", ("ours", b16), ("fla", f32))]
     for name, a, b in pairs:
         if a in toks and b in toks:
@@ -735,7 +738,8 @@ def check_agree_gla(dev, smoke, L=950):
     if ("ours", f32) in first:
         top2 = first[("ours", f32)].topk(2, dim=-1).values
         gap = (top2[:, 0] - top2[:, 1]).sort().values
-        record(f"agree.gla.L{L}.fp32_top1_top2_logit_gap", f"median {gap.median().item():.3f}", f"min {gap[0].item():.4f}")
+        record(f"agree.gla.L{L}.fp32_top1_top2_logit_gap", f"median {gap.median().item():.3f}",
+               f"min {gap[0].item():.4f}")
 
 
 @section("profile")

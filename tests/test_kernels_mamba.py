@@ -270,7 +270,8 @@ _INTERPRETED = textwrap.dedent('''
         x = (torch.randn(70, r + 9, generator=g) * 8)[:, 3:3 + r]
         x[:13, 0] = grid_x  # with w's first column alone these rows sweep the grid
         w_sweep = w.clone(); w_sweep[:, 1:] = 0; w_sweep[:, 0] = 1
-        for name, ww, bb, clamp in (("", w, bias, None), ("_sweep", w_sweep, bias * 0, None), ("_clamp", w, bias, -0.3)):
+        for name, ww, bb, clamp in (("", w, bias, None), ("_sweep", w_sweep, bias * 0, None),
+                                    ("_clamp", w, bias, -0.3)):
             ref = gla_gate_torch(x.double(), ww.double(), bb.double(), 16, clamp)
             out[f"gla_gate_r{r}{name}"] = err(gla_gate_triton(x, ww, bb, 16, clamp, block_m=16, block_n=16), ref)
             out[f"gla_gate_r{r}{name}.torch"] = err(gla_gate_torch(x, ww, bb, 16, clamp), ref)

@@ -7,9 +7,11 @@
   its decode step; ``norm_triton.py`` — Triton: the gated RMSNorm of Mamba-2 and GLA, the block RMSNorm and the
   residual add fused with it; ``act_triton.py`` — Triton: the SiLU-gated product of GLA's MLP; ``gla_triton.py``
   — Triton: GLA's log forget gate and decode step; ``gla_chunk_triton.py`` — Triton: the inter-chunk half of
-  the GLA prefill after fla's cumsum and intra-chunk weights (imported lazily; they need ``triton``, which the CPU install does not have).
-* GLA prefill on CUDA uses fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` (flash-linear-attention
-  0.6.0) is installed.
+  the GLA prefill after fla's cumsum and intra-chunk weights (imported lazily; they need ``triton``, which the
+  CPU install does not have).
+* GLA prefill on CUDA uses fla (flash-linear-attention 0.6.0) when installed: ``fused_recurrent_gla`` up to 64
+  tokens, else its cumsum and intra-chunk weights and then ``gla_chunk_triton`` (``chunk_gla`` itself for float32
+  inputs and head key dims that are not a power of two up to 256, or with ``states_on_chip=False``).
 
 The dispatchers below pick Triton on CUDA tensors when it imports, else PyTorch. ``backend`` forces one:
 "auto" | "triton" | "torch".
@@ -179,9 +181,9 @@ def ssd_step(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=True, dt_l
 def gla_prefill(q, k, v, gk, scale=None, mask=None, backend: str = "auto", states_on_chip: bool = True):
     """GLA over a prompt: ``q, k, gk: [b, T, h, K]``, ``v: [b, T, h, V]``, ``gk`` the log forget gate.
     Returns ``(o [b, T, h, V], final state [b, h, K, V] float32)``. ``backend``: auto | fla | torch.
-    ``states_on_chip`` (fla backend, 16-bit inputs, T > 64, K a power of two ≤ 256): fla's ``chunk_gla`` with its inter-chunk
-    half replaced by ``gla_chunk_triton`` (the state stays in registers instead of 1 GB of chunk states per layer
-    at GLA-1.3B's 32 × 1900); False runs fla's own kernels."""
+    ``states_on_chip`` (fla backend, 16-bit inputs, T > 64, K a power of two ≤ 256): fla's ``chunk_gla`` with
+    its inter-chunk half replaced by ``gla_chunk_triton`` (the state stays in registers instead of 1 GB of chunk
+    states per layer at GLA-1.3B's 32 × 1900; the same output bit for bit); False runs fla's own kernels."""
     if backend not in ("auto", "fla", "torch"):
         raise ValueError(f"unknown GLA backend {backend!r}; use auto, fla or torch")
     if backend == "fla" or (backend == "auto" and fla_usable(q)):
