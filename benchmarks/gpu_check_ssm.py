@@ -21,7 +21,9 @@ Sections (each fails alone; a summary table is printed last and everything goes 
    dtype(s) vs the anchors measured in the same run (transformers ``generate`` for Mamba-130M / Mamba-2-130M in
    bf16, fla ``generate`` for GLA-1.3B in bf16), and agreement of the greedy tokens with an fp32 run of ours.
    Weights are random (the hub is unreachable), scaled so that logits have O(1) margins; agreement figures on
-   random weights are only indicative.
+   random weights are only indicative. GLA's are rounded to bf16 first, the dtype its checkpoints are published in.
+4. agree_gla — GLA-1.3B's greedy agreement of bf16 with fp32 on those weights, ours and fla's own
+   ``GLAForCausalLM`` side by side (what the ≥ 99% goal asks of a maintained bf16 implementation on them).
 
 Output goes to ``$OUT/log.txt`` line by line and ``$OUT/gpu_check_ssm.json`` / ``summary.txt`` after every
 section, so a run cut short still returns what it measured (do not pipe stdout through ``grep``: it buffers).
