@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -66,39 +64,12 @@ def kernel_part(dev):
 
 
 def model_part(dev, smoke):
-    from gpu_check_ssm import _gla_model, family_config, speed_prompts, sync
-    from jrt_eval.model_adapters.base import greedy_generate
+    from common import ab_generate
+    from gpu_check_ssm import gla_speed_setup
 
-    cfg, vocab = family_config("gla", smoke)
-    batch, L, new = (4, 40, 6) if smoke else (32, 1900, 48)
-    model = _gla_model(cfg, dev, torch.float32 if smoke else torch.bfloat16, kernels="torch" if smoke else "auto")
-    ids, _ = speed_prompts(vocab, batch, L, dev)
-
-    def run(n):
-        sync()
-        t = time.perf_counter()
-        out = greedy_generate(model, ids, None, n)
-        sync()
-        return time.perf_counter() - t, out.tokens
-
-    res = {flag: {"gen": [], "pre": []} for flag in (True, False)}
-    for flag in (True, False):  # warm-up: autotuning, compilation, graph capture
-        model.states_on_chip = flag
-        run(new)
-    for _ in range(3):
-        for flag in (True, False):
-            model.states_on_chip = flag
-            t, res[flag]["toks"] = run(new)
-            res[flag]["gen"].append(t)
-            res[flag]["pre"].append(run(1)[0])
-    for flag in (True, False):
-        gen, pre = statistics.median(res[flag]["gen"]), statistics.median(res[flag]["pre"])
-        res[flag]["median"] = gen
-        print(f"{'states on chip' if flag else 'fla chunk_gla'}: {gen:.3f} s per batch ({batch / gen:.1f} prompts/s; "
-              "runs " + " / ".join(f"{t:.3f}" for t in res[flag]["gen"]) + f"), prefill {pre:.3f} s", flush=True)
-    same = sum(a == b for a, b in zip(res[True]["toks"], res[False]["toks"])) / batch
-    print(f"states on chip / fla chunk_gla: {res[False]['median'] / res[True]['median']:.3f}x faster; greedy tokens "
-          f"identical on {same:.0%} of rows", flush=True)
+    model, ids, new = gla_speed_setup(dev, smoke)
+    ab_generate(model, ids, new, {"states on chip": lambda m: setattr(m, "states_on_chip", True),
+                                  "fla chunk_gla": lambda m: setattr(m, "states_on_chip", False)})
 
 
 def main(argv=None):

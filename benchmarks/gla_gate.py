@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -117,44 +116,12 @@ def kernels_part(dev):
 
 
 def model_part(dev, smoke):
-    from jrt_eval.model_adapters.base import greedy_generate
-    from gpu_check_ssm import _gla_model, family_config, speed_prompts, sync
+    from common import ab_generate
+    from gpu_check_ssm import gla_speed_setup
 
-    cfg, vocab = family_config("gla", smoke)
-    batch, L, new = (4, 40, 6) if smoke else (32, 1900, 48)
-    model = _gla_model(cfg, dev, torch.float32 if smoke else torch.bfloat16, kernels="torch" if smoke else "auto")
-    ids, _ = speed_prompts(vocab, batch, L, dev)
-
-    def run(n):
-        sync()
-        t = time.perf_counter()
-        out = greedy_generate(model, ids, None, n)
-        sync()
-        return time.perf_counter() - t, out.tokens
-
-    res = {True: {"gen": [], "pre": []}, False: {"gen": [], "pre": []}}
-    for fuse in (True, False):  # warm-up: fla autotunes at this shape once; graphs captured per variant
-        model.fuse_gate = fuse
-        model.release_graphs()
-        run(new)
-    for _ in range(3):
-        for fuse in (True, False):
-            model.fuse_gate = fuse
-            model.release_graphs()
-            run(2)  # capture this variant's decode graph outside the timed calls
-            t, toks = run(new)
-            res[fuse]["gen"].append(t)
-            res[fuse]["toks"] = toks
-            res[fuse]["pre"].append(run(1)[0])
-    for fuse in (True, False):
-        gen, pre = statistics.median(res[fuse]["gen"]), statistics.median(res[fuse]["pre"])
-        res[fuse]["median"] = gen
-        print(f"{'fused gate' if fuse else 'PyTorch gate'}: {gen:.3f} s per batch ({batch / gen:.1f} prompts/s; runs "
-              + " / ".join(f"{t:.3f}" for t in res[fuse]["gen"]) + f"), prefill {pre:.3f} s, decode "
-              f"{(gen - pre) / (new - 1) * 1e3:.2f} ms/step (batch {batch}, {L} tokens, {new} new)", flush=True)
-    same = sum(a == b for a, b in zip(res[True]["toks"], res[False]["toks"])) / batch
-    print(f"fused / PyTorch gate: {res[False]['median'] / res[True]['median']:.3f}x faster; greedy tokens identical "
-          f"on {same:.0%} of rows", flush=True)
+    model, ids, new = gla_speed_setup(dev, smoke)
+    ab_generate(model, ids, new, {"fused gate": lambda m: setattr(m, "fuse_gate", True),
+                                  "PyTorch gate": lambda m: setattr(m, "fuse_gate", False)})
     return model, ids, new
 
 

@@ -536,6 +536,16 @@ def bench_hf_generate(hf_model, ids, mask, new_tokens, reps=3):
     return sorted(times)[len(times) // 2], out[:, ids.shape[1]:].tolist(), times
 
 
+def gla_speed_setup(dev, smoke):
+    """GLA-1.3B in bf16 on the fast path with the speed runs' prompts (batch 32 of 1900 tokens, 48 new), or toy
+    widths in fp32 on the CPU path with ``smoke``: the A/B benchmarks' common workload."""
+    cfg, vocab = family_config("gla", smoke)
+    batch, L, new = (4, 40, 6) if smoke else (32, 1900, 48)
+    model = _gla_model(cfg, dev, torch.float32 if smoke else torch.bfloat16, kernels="torch" if smoke else "auto")
+    ids, _ = speed_prompts(vocab, batch, L, dev)
+    return model, ids, new
+
+
 def speed_prompts(vocab, batch, L, dev):
     """The speed runs' prompts: ``batch`` random rows of ``L`` tokens, seeded by ``L``, no padding."""
     ids = torch.randint(0, vocab, (batch, L), generator=torch.Generator().manual_seed(L)).to(dev)
