@@ -45,13 +45,25 @@
 #                                      # fla's own model (gpu_check_ssm.py agree_gla), then GLA parity on the GPU
 #   bash benchmarks/gpu_pending.sh 27  # GLA's prefill with the state on chip vs fla's chunk_gla: one layer (errors,
 #                                      # tile configs), GLA-1.3B generate A/B (gla_chunk.py); GLA parity, kernels
+#   bash benchmarks/gpu_pending.sh 28  # end to end as a user runs it (benchmarks/gpu_e2e.py): the installed wheel and
+#                                      # lm-eval's stock CLI; the CI small set on the GPU against the CPU baseline,
+#                                      # paper-size checkpoints per family, one sweep. Carry .whl_eval/ (lm-eval 0.4.13
+#                                      # and its missing dependencies, and this tree's own wheel, rebuilt first:
+#                                      # `pip wheel --no-deps -w .whl_eval .`) and .whl_ssm/.
 #
 # Everything is written under $OUT (or ./gpu_pending_out), logs included.
 set -uo pipefail
-part=${1:?part 1 to 27}
+part=${1:?part 1 to 28}
 out=${OUT:-gpu_pending_out}
 mkdir -p "$out"
-if ls .whl_ssm/*.whl >/dev/null 2>&1; then
+if [ "$part" = 28 ]; then
+    # into the image's own environment, so that site-packages runs our startup hook (.pth) as a user's would
+    python3 -m pip install -q --no-index --no-deps --no-compile .whl_eval/*.whl .whl_ssm/*.whl || exit 1
+    site=$(cd /tmp && python3 -c "import jrt_eval, os; print(os.path.dirname(jrt_eval.__file__))")
+    # the wheel must be this tree's (diff follows jrt_eval's links to kernels/, model_adapters/, tasks/)
+    diff -rq -x __pycache__ -x _startup jrt_eval "$site" || { echo "rebuild .whl_eval's jrt-eval wheel" >&2; exit 1; }
+    export PYTHONPATH=""
+elif ls .whl_ssm/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_ssm/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD
 else
@@ -217,8 +229,11 @@ case $part in
     (cd benchmarks && python3 gla_chunk.py) 2>&1 | tee "$out/gla_chunk.txt"
     python3 benchmarks/gpu_check_ssm.py --out "$out/ssm" --only kernels,parity_gla --deadline 300 2>&1 | grep gla
     ;;
+28)
+    (cd /tmp && python3 "$OLDPWD/benchmarks/gpu_e2e.py" --out "$out/e2e" --deadline 540) 2>&1 | tee "$out/e2e.txt"
+    ;;
 *)
-    echo "part must be 1 to 27" >&2
+    echo "part must be 1 to 28" >&2
     exit 2
     ;;
 esac

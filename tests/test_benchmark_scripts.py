@@ -1,5 +1,5 @@
 """The GPU check scripts still run end to end (``--smoke``: CPU, toy widths), so a device lease is not spent
-finding out that one of them broke. ~20 s."""
+finding out that one of them broke. ~2 min."""
 import json
 import subprocess
 import sys
@@ -60,6 +60,18 @@ def test_gla_chunk_smoke():
                           capture_output=True, text=True, timeout=300, cwd=ROOT / "benchmarks")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "identical on 100% of rows" in proc.stdout, proc.stdout
+
+
+def test_gpu_e2e_smoke(tmp_path):
+    """benchmarks/gpu_e2e.py: checkpoints written in the published formats, the stock ``lm_eval`` CLI on two
+    families and through jrt_auto, then one sweep over them (one document per task, CPU)."""
+    _run("gpu_e2e.py", tmp_path, "--only", "paper,sweep", "--families", "mamba2,gla")
+    summary = (tmp_path / "summary.txt").read_text()
+    lines = [line for line in summary.splitlines() if line.startswith("paper lm_eval --model ")]
+    assert [line.split()[3] for line in lines] == ["mamba2", "gla", "jrt_auto"], summary
+    assert all("exit 0," in line and "jrt_swde_twice 0.0 (n 1)" in line for line in lines), summary
+    assert "paper sweep: exit 0" in summary, summary
+    assert "status ok 12" in summary, summary
 
 
 def test_floors_count_the_published_shapes():
