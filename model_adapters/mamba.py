@@ -33,6 +33,7 @@ left-padded row is exactly the unpadded row (transformers' masking reaches the s
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections import OrderedDict
@@ -179,6 +180,17 @@ def _expected_shapes(spec: MambaSpec) -> dict:
 
 
 # ===================================================================================== model
+def _hf_cache(out):
+    """The cache of a transformers Mamba / Mamba-2 output: ``cache`` since 5.25, ``cache_params`` before."""
+    return out.cache if "cache" in out.__dataclass_fields__ else out.cache_params
+
+
+def _hf_cache_kwarg(model) -> str:
+    """The forward's cache argument: transformers 5.25 renamed ``cache_params`` to ``cache`` (the old name is
+    accepted with a warning until 5.40)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "cache_params"
+
+
 class HFCache:
     """transformers' DynamicCache behind base.py's ``select``."""
 
@@ -213,7 +225,7 @@ class MambaBackboneLM(RecurrentLM):
         if self.impl == "hf":
             out = self.hf(input_ids=input_ids, attention_mask=mask, use_cache=want_state,
                           logits_to_keep=1 if last_only else 0)
-            return out.logits, (HFCache(out.cache_params) if want_state else None)
+            return out.logits, (HFCache(_hf_cache(out)) if want_state else None)
         states = []
 
         def mixer(i, m, h):
@@ -274,7 +286,8 @@ class MambaBackboneLM(RecurrentLM):
 
     def _step(self, input_ids, cache):
         if isinstance(cache, HFCache):
-            out = self.hf(input_ids=input_ids.reshape(-1, 1), cache_params=cache.cache, use_cache=True)
+            out = self.hf(input_ids=input_ids.reshape(-1, 1), **{_hf_cache_kwarg(self.hf): cache.cache},
+                          use_cache=True)
             return out.logits[:, -1].float()
         return super()._step(input_ids, cache)
 

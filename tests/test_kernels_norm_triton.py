@@ -26,7 +26,10 @@ def test_norm_first_matches_fla_reference_per_head():
 
 def test_gate_first_matches_transformers_gated_norm():
     """Mamba-2: transformers' MambaRMSNormGated (gate, then norm per group) with a per-channel weight."""
-    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated
+    from transformers.models.mamba2 import modeling_mamba2
+
+    # transformers 5.25 renamed it (MambaRMSNormGated -> Mamba2RMSNormGated)
+    MambaRMSNormGated = getattr(modeling_mamba2, "Mamba2RMSNormGated", None) or modeling_mamba2.MambaRMSNormGated
 
     g = torch.Generator().manual_seed(1)
     d = 12

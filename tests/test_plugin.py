@@ -113,3 +113,20 @@ def test_wheel_ships_the_hook_tasks_and_assets(tmp_path):
                    "jrt_eval/assets/samples/hazyresearch/based-fda/validation.jsonl"):
         assert needed in names, needed
     assert not any(n.startswith(("kernels/", "tasks/", "model_adapters/", "tests/")) for n in names)
+
+
+def test_source_tree_folders_never_shadow_packages_of_the_same_name(tmp_path):
+    # The design card's top-level kernels/, model_adapters/ and tasks/ hold no __init__.py, so from the
+    # repository root (on sys.path under `python -m pytest`, `python -m lm_eval`, the benchmarks) they are
+    # namespace portions that any installed package of that name outranks. transformers >= 5.25 imports
+    # Hugging Face's `kernels` package; a regular `kernels/` here broke every Mamba model.
+    names = ("kernels", "model_adapters", "tasks")
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("OTHER = True\n")
+    code = "import importlib; print([getattr(importlib.import_module(n), 'OTHER', False) for n in %r])" % (names,)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[True, True, True]"
+    assert not any((ROOT / name / "__init__.py").exists() for name in names)

@@ -1,1 +1,0 @@
-"""GPU kernels for jrt-eval, each beside a plain-PyTorch reference (importable as ``jrt_eval.kernels``)."""
