@@ -22,6 +22,16 @@ CHECKPOINT_PATTERNS = [
 ]
 
 
+def download_patterns(remote_files) -> list:
+    """The files of a hub repo to fetch: :data:`CHECKPOINT_PATTERNS`, less the pickled weights when the repo also
+    holds the safetensors that :func:`read_state_dict` prefers (``-hf`` conversions often carry both: a second
+    copy of the weights, gigabytes for the 1B+ checkpoints)."""
+    names = set(remote_files)
+    if {"model.safetensors", "model.safetensors.index.json"} & names:
+        return [p for p in CHECKPOINT_PATTERNS if not p.startswith("pytorch_model")]
+    return list(CHECKPOINT_PATTERNS)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be found, read, or that does not match what its family expects."""
 
@@ -36,9 +46,13 @@ def checkpoint_dir(pretrained: str, revision: Optional[str] = None) -> Path:
     if str(pretrained).count("/") != 1 or str(pretrained).startswith((".", "/", "~")):
         raise CheckpointError(f"checkpoint {pretrained!r} is neither a local folder nor a hub id like 'org/name'")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
 
-        return Path(snapshot_download(str(pretrained), revision=revision, allow_patterns=CHECKPOINT_PATTERNS))
+        try:
+            remote = HfApi().list_repo_files(str(pretrained), revision=revision)
+        except Exception:  # offline (a cached snapshot still resolves below) or no listing: every pattern
+            remote = ()
+        return Path(snapshot_download(str(pretrained), revision=revision, allow_patterns=download_patterns(remote)))
     except Exception as exc:  # offline, unknown repo, gated repo, ...
         raise CheckpointError(
             f"could not fetch {pretrained!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
