@@ -33,6 +33,7 @@ left-padded row is exactly the unpadded row (transformers' masking reaches the s
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -185,10 +186,11 @@ def _hf_cache(out):
     return out.cache if "cache" in out.__dataclass_fields__ else out.cache_params
 
 
-def _hf_cache_kwarg(model) -> str:
+@functools.lru_cache(maxsize=None)
+def _hf_cache_kwarg(model_cls) -> str:
     """The forward's cache argument: transformers 5.25 renamed ``cache_params`` to ``cache`` (the old name is
-    accepted with a warning until 5.40)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "cache_params"
+    accepted with a warning until 5.40). Looked up once per class, not per decode step."""
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "cache_params"
 
 
 class HFCache:
@@ -286,7 +288,7 @@ class MambaBackboneLM(RecurrentLM):
 
     def _step(self, input_ids, cache):
         if isinstance(cache, HFCache):
-            out = self.hf(input_ids=input_ids.reshape(-1, 1), **{_hf_cache_kwarg(self.hf): cache.cache},
+            out = self.hf(input_ids=input_ids.reshape(-1, 1), **{_hf_cache_kwarg(type(self.hf)): cache.cache},
                           use_cache=True)
             return out.logits[:, -1].float()
         return super()._step(input_ids, cache)
