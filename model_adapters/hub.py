@@ -26,9 +26,9 @@ def download_patterns(remote_files) -> list:
     """The files of a hub repo to fetch: :data:`CHECKPOINT_PATTERNS`, less the pickled weights when the repo also
     holds the safetensors that :func:`read_state_dict` prefers (``-hf`` conversions often carry both: a second
     copy of the weights, gigabytes for the 1B+ checkpoints)."""
-    names = set(remote_files)
-    if {"model.safetensors", "model.safetensors.index.json"} & names:
-        return [p for p in CHECKPOINT_PATTERNS if not p.startswith("pytorch_model")]
+    preferred, pickled = WEIGHT_FILES
+    if {preferred, f"{preferred}.index.json"} & set(remote_files):
+        return [p for p in CHECKPOINT_PATTERNS if not p.startswith(pickled.split(".")[0])]
     return list(CHECKPOINT_PATTERNS)
 
 
